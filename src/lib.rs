@@ -1,0 +1,13 @@
+//! herald sends bulk messaging campaigns kept as code.
+//!
+//! A tour of the modules, in the order data flows:
+//!
+//! - [`spec`]: the files. The five kinds (Channel, Segment, Template, Campaign, Webhook),
+//!   loading a directory with every value's file:line:column, validation that reports every
+//!   error at once, and the JSON Schema editors use.
+//! - [`output`]: how findings are shown: text with snippets, JSON, GitHub annotations.
+//! - [`cli`]: the commands and their options; `main.rs` only calls [`cli::run`].
+
+pub mod cli;
+pub mod output;
+pub mod spec;

@@ -1,0 +1,342 @@
+//! Templates: minijinja syntax located in the file, variables that exist (declared by the
+//! template, provided by the campaign, or part of the contact and run data), required
+//! variables provided, and content for every medium a campaign sends on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Index;
+use super::text_position::position_in_value;
+use crate::spec::campaign::CampaignSpec;
+use crate::spec::diagnostic::{Code, Diagnostic};
+use crate::spec::envelope::Document;
+use crate::spec::load::Loaded;
+use crate::spec::located::{Located, Pos};
+use crate::spec::suggest::did_you_mean;
+use crate::spec::template::{LocaleContent, TemplateSpec, VariableType};
+
+/// The fields of `contact` in a template (`attributes` holds the free-form ones).
+pub const CONTACT_FIELDS: [&str; 11] = [
+    "id",
+    "name",
+    "phone",
+    "email",
+    "telegram",
+    "locale",
+    "timezone",
+    "country",
+    "created_at",
+    "tags",
+    "attributes",
+];
+
+/// The names every message is rendered with, besides the campaign's `vars`.
+pub const RUN_SCOPE: [&str; 6] = [
+    "contact",
+    "campaign",
+    "run",
+    "channel",
+    "unsubscribe_url",
+    "now",
+];
+
+/// minijinja's global functions: they look like variables to `undeclared_variables`.
+const BUILT_IN_FUNCTIONS: [&str; 7] = [
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "cycler",
+    "joiner",
+    "lipsum",
+];
+
+/// A variable a template uses that is not in the run scope nor declared by the template:
+/// fine only if every campaign that uses the template provides it.
+struct OpenVariable {
+    name: String,
+    at: Pos,
+}
+
+pub(super) fn check(index: &Index, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+
+    let mut users: BTreeMap<&str, Vec<&Document<CampaignSpec>>> = BTreeMap::new();
+    for campaign in index.campaigns.values() {
+        users
+            .entry(campaign.spec.template.value.as_str())
+            .or_default()
+            .push(campaign);
+    }
+
+    for (name, template) in &index.templates {
+        let spec = &template.spec;
+        let mut contents = vec![spec.default_content()];
+        contents.extend(spec.locales.values().cloned());
+        if contents.iter().all(is_empty) {
+            out.push(
+                Diagnostic::error(
+                    Code::MissingMediumContent,
+                    &template.metadata.name.at,
+                    format!("template `{name}` has no content for any medium"),
+                )
+                .help("add sms, whatsapp, telegram or email content"),
+            );
+        }
+        for content in &contents {
+            check_content_shape(content, out);
+        }
+        let mut open = Vec::new();
+        for content in &contents {
+            for (_, source) in content.template_strings() {
+                check_string(&env, loaded, spec, source, &mut open, out);
+            }
+        }
+        let campaigns = users
+            .get(name.as_ref() as &str)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        report_open_variables(name, &open, campaigns, out);
+    }
+
+    for campaign in index.campaigns.values() {
+        let Some(template) = index.templates.get(campaign.spec.template.value.as_str()) else {
+            continue;
+        };
+        check_campaign_against_template(index, campaign, template, out);
+    }
+}
+
+fn is_empty(content: &LocaleContent) -> bool {
+    content.sms.is_none()
+        && content.whatsapp.is_none()
+        && content.telegram.is_none()
+        && content.email.is_none()
+}
+
+/// Each medium's content must say something.
+fn check_content_shape(content: &LocaleContent, out: &mut Vec<Diagnostic>) {
+    if let Some(wa) = &content.whatsapp
+        && wa.text.is_none()
+        && wa.media.is_none()
+        && wa.template.is_none()
+        && wa.list.is_none()
+    {
+        if let Some(b) = wa.buttons.as_ref().and_then(|b| b.first()) {
+            out.push(Diagnostic::error(
+                Code::MissingField,
+                &b.text.at,
+                "WhatsApp buttons need a `text` above them",
+            ));
+        }
+    }
+    if let Some(email) = &content.email
+        && email.html.is_none()
+        && email.text.is_none()
+    {
+        out.push(Diagnostic::error(
+            Code::MissingField,
+            &email.subject.at,
+            "e-mail content needs a body: `html`, `text` or both",
+        ));
+    }
+}
+
+fn check_string(
+    env: &minijinja::Environment,
+    loaded: &Loaded,
+    spec: &TemplateSpec,
+    source: &Located<String>,
+    open: &mut Vec<OpenVariable>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let template = match env.template_from_str(&source.value) {
+        Ok(t) => t,
+        Err(e) => {
+            let (start, len) = match e.range() {
+                Some(r) => (r.start, r.len()),
+                None => (line_offset(&source.value, e.line().unwrap_or(1)), 1),
+            };
+            let at = position_in_value(loaded, source, start, len);
+            let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+            out.push(Diagnostic::error(
+                Code::TemplateSyntax,
+                &at,
+                format!("{}{detail}", e.kind()),
+            ));
+            return;
+        }
+    };
+    let mut used: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+    used.sort();
+    for var in used {
+        let root = var.split('.').next().unwrap_or(&var);
+        if BUILT_IN_FUNCTIONS.contains(&root) || spec.variables.contains_key(root) {
+            continue;
+        }
+        let at = || {
+            let start = source.value.find(var.as_str()).unwrap_or(0);
+            position_in_value(loaded, source, start, var.len())
+        };
+        if root == "contact" {
+            if let Some(field) = var.split('.').nth(1)
+                && !CONTACT_FIELDS.contains(&field)
+            {
+                let hint = did_you_mean(field, CONTACT_FIELDS)
+                    .map(|s| format!("did you mean `contact.{s}`? "));
+                out.push(
+                    Diagnostic::error(
+                        Code::UndeclaredVariable,
+                        &at(),
+                        format!("`contact.{field}` is not a contact field"),
+                    )
+                    .help(format!(
+                        "{}contacts have {}; custom data is under contact.attributes.<key>",
+                        hint.unwrap_or_default(),
+                        CONTACT_FIELDS.join(", ")
+                    )),
+                );
+            }
+            continue;
+        }
+        if RUN_SCOPE.contains(&root) {
+            continue;
+        }
+        if !open.iter().any(|o| o.name == root) {
+            open.push(OpenVariable {
+                name: root.to_string(),
+                at: at(),
+            });
+        }
+    }
+}
+
+fn line_offset(text: &str, line: usize) -> usize {
+    if line <= 1 {
+        return 0;
+    }
+    text.match_indices('\n')
+        .nth(line - 2)
+        .map(|(i, _)| i + 1)
+        .unwrap_or(0)
+}
+
+fn report_open_variables(
+    template: &str,
+    open: &[OpenVariable],
+    campaigns: &[&Document<CampaignSpec>],
+    out: &mut Vec<Diagnostic>,
+) {
+    for var in open {
+        let lacking: Vec<&str> = campaigns
+            .iter()
+            .filter(|c| !c.spec.vars.contains_key(&var.name))
+            .map(|c| c.metadata.name.value.as_str())
+            .collect();
+        let message = if campaigns.is_empty() {
+            format!("`{}` is not declared by template `{template}`", var.name)
+        } else if lacking.is_empty() {
+            continue;
+        } else {
+            format!(
+                "`{}` is neither declared by template `{template}` nor given in the vars of campaign{} {}",
+                var.name,
+                if lacking.len() > 1 { "s" } else { "" },
+                lacking
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let mut known: Vec<&str> = RUN_SCOPE.to_vec();
+        for c in campaigns {
+            known.extend(c.spec.vars.keys().map(String::as_str));
+        }
+        let hint = did_you_mean(&var.name, known.iter())
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| {
+                format!(
+                    "declare it under the template's `variables:`; messages also see {}",
+                    RUN_SCOPE.join(", ")
+                )
+            });
+        out.push(Diagnostic::error(Code::UndeclaredVariable, &var.at, message).help(hint));
+    }
+}
+
+fn check_campaign_against_template(
+    index: &Index,
+    campaign: &Document<CampaignSpec>,
+    template: &Document<TemplateSpec>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let spec = &campaign.spec;
+    let campaign_name = &campaign.metadata.name.value;
+    let template_name = &template.metadata.name.value;
+    let mut missing_media = BTreeSet::new();
+    for channel_ref in spec.channels.channels.value.iter() {
+        let Some(channel) = index.channels.get(channel_ref.value.as_str()) else {
+            continue;
+        };
+        let Some(medium) = channel.spec.medium() else {
+            continue;
+        };
+        if !template.spec.has_medium(medium)
+            && missing_media.insert((medium, channel_ref.value.clone()))
+        {
+            out.push(
+                Diagnostic::error(
+                    Code::MissingMediumContent,
+                    &channel_ref.at,
+                    format!(
+                        "campaign `{campaign_name}` sends through `{}` ({medium}), but template `{template_name}` has no {medium} content",
+                        channel_ref.value
+                    ),
+                )
+                .help(format!("add `{medium}:` content to the template, or drop the channel")),
+            );
+        }
+    }
+    for (name, variable) in &template.spec.variables {
+        match spec.vars.get(name) {
+            None if variable.required && variable.default.is_none() => out.push(
+                Diagnostic::error(
+                    Code::MissingVariable,
+                    &spec.template.at,
+                    format!("template `{template_name}` requires the variable `{name}`, which campaign `{campaign_name}` does not set"),
+                )
+                .help(format!("add it under the campaign's vars: {{{name}: ...}}")),
+            ),
+            Some(value) if !fits(variable.var_type.value, &value.value) => out.push(Diagnostic::error(
+                Code::InvalidType,
+                &value.at,
+                format!("`{name}` is declared as a {} by template `{template_name}`", type_name(variable.var_type.value)),
+            )),
+            _ => {}
+        }
+    }
+}
+
+fn fits(ty: VariableType, value: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    match ty {
+        VariableType::String => value.is_string(),
+        VariableType::Number => value.is_number(),
+        VariableType::Boolean => value.is_boolean(),
+        VariableType::Date => {
+            matches!(value, V::String(s) if crate::spec::values::parse_instant(s).is_ok())
+        }
+        VariableType::List => value.is_array(),
+    }
+}
+
+fn type_name(ty: VariableType) -> &'static str {
+    match ty {
+        VariableType::String => "string",
+        VariableType::Number => "number",
+        VariableType::Boolean => "boolean",
+        VariableType::Date => "date",
+        VariableType::List => "list",
+    }
+}
