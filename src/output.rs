@@ -183,7 +183,7 @@ fn miette_report(d: &Diagnostic, files: &[SourceFile]) -> Report {
     }
     diag = diag.with_labels(labels);
     Report::new(diag).with_source_code(NamedSource::new(
-        source.path.to_string(),
+        &source.path,
         source.text.clone(),
     ))
 }

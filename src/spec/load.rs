@@ -32,11 +32,11 @@ pub struct SourceFile {
 /// One parsed document of a known kind.
 #[derive(Clone, Debug)]
 pub enum Object {
-    Channel(Document<ChannelSpec>),
-    Segment(Document<SegmentSpec>),
-    Template(Document<TemplateSpec>),
-    Campaign(Document<CampaignSpec>),
-    Webhook(Document<WebhookSpec>),
+    Channel(Box<Document<ChannelSpec>>),
+    Segment(Box<Document<SegmentSpec>>),
+    Template(Box<Document<TemplateSpec>>),
+    Campaign(Box<Document<CampaignSpec>>),
+    Webhook(Box<Document<WebhookSpec>>),
 }
 
 impl Object {
@@ -179,23 +179,53 @@ fn file_error(path: &Arc<str>, code: Code, message: String) -> Diagnostic {
 }
 
 /// Parses files already in memory (tests, and the daemon's snapshot of a directory).
+///
+/// Documents are independent, so they are parsed on all cores; the result is in file
+/// and document order whatever the threads' timing.
 pub fn load_sources(files: Vec<SourceFile>) -> Loaded {
+    let jobs: Vec<(Origin, &str)> = files
+        .iter()
+        .flat_map(|file| {
+            split_documents(&file.text).into_iter().map(|chunk| {
+                let origin = Origin {
+                    file: file.path.clone(),
+                    first_line: chunk.first_line,
+                    first_byte: chunk.first_byte,
+                };
+                (origin, chunk.text)
+            })
+        })
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(jobs.len().div_ceil(64).max(1));
+    let per_thread = jobs.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Object, Box<Failure>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(origin, text)| parse_document(origin, text))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("parsing a document does not panic"))
+            .collect()
+    });
     let mut objects = Vec::new();
     let mut unparsed = Vec::new();
     let mut diagnostics = Vec::new();
-    for file in &files {
-        for chunk in split_documents(&file.text) {
-            let origin = Origin {
-                file: file.path.clone(),
-                first_line: chunk.first_line,
-                first_byte: chunk.first_byte,
-            };
-            match parse_document(&origin, chunk.text) {
-                Ok(object) => objects.push(object),
-                Err(failure) => {
-                    diagnostics.extend(failure.errors);
-                    unparsed.extend(failure.header);
-                }
+    for result in results {
+        match result {
+            Ok(object) => objects.push(object),
+            Err(failure) => {
+                diagnostics.extend(failure.errors);
+                unparsed.extend(failure.header);
             }
         }
     }
@@ -269,10 +299,12 @@ struct Failure {
 
 /// Parses one document: first its envelope (to learn the kind), then the whole document
 /// as that kind.
-fn parse_document(origin: &Origin, text: &str) -> Result<Object, Failure> {
-    let header: Document<IgnoredAny> = parse_as(origin, text).map_err(|d| Failure {
-        errors: vec![d],
-        header: None,
+fn parse_document(origin: &Origin, text: &str) -> Result<Object, Box<Failure>> {
+    let header: Document<IgnoredAny> = parse_as(origin, text).map_err(|d| {
+        Box::new(Failure {
+            errors: vec![d],
+            header: None,
+        })
     })?;
     let mut errors = Vec::new();
     if header.api_version.value != API_VERSION {
@@ -298,27 +330,27 @@ fn parse_document(origin: &Origin, text: &str) -> Result<Object, Failure> {
             )
             .help(format!("{hint}kinds are {}", names.join(", "))),
         );
-        return Err(Failure {
+        return Err(Box::new(Failure {
             errors,
             header: None,
-        });
+        }));
     };
     let object = match kind {
-        Kind::Channel => parse_as(origin, text).map(Object::Channel),
-        Kind::Segment => parse_as(origin, text).map(Object::Segment),
-        Kind::Template => parse_as(origin, text).map(Object::Template),
-        Kind::Campaign => parse_as(origin, text).map(Object::Campaign),
-        Kind::Webhook => parse_as(origin, text).map(Object::Webhook),
+        Kind::Channel => parse_as(origin, text).map(|d| Object::Channel(Box::new(d))),
+        Kind::Segment => parse_as(origin, text).map(|d| Object::Segment(Box::new(d))),
+        Kind::Template => parse_as(origin, text).map(|d| Object::Template(Box::new(d))),
+        Kind::Campaign => parse_as(origin, text).map(|d| Object::Campaign(Box::new(d))),
+        Kind::Webhook => parse_as(origin, text).map(|d| Object::Webhook(Box::new(d))),
     };
     if let Err(e) = &object {
         errors.push(e.clone());
     }
     match object {
         Ok(object) if errors.is_empty() => Ok(object),
-        _ => Err(Failure {
+        _ => Err(Box::new(Failure {
             errors,
             header: Some((kind, header.metadata)),
-        }),
+        })),
     }
 }
 

@@ -14,10 +14,10 @@ pub struct SegmentSpec {
 
 /// One node of a condition tree. Exactly one form per node: a group (`all`, `any`, `not`),
 /// a reference to another segment (`segment`), or a test (`field`, `op`, `value`).
-///
-/// It is a struct of optional keys rather than an enum so that every key keeps its
-/// position (serde buffers untagged enums and loses them) and a wrong combination gets a
-/// precise error instead of "data did not match any variant".
+//
+// A struct of optional keys rather than an enum, so that every key keeps its position
+// (serde buffers untagged enums and loses them) and a wrong combination gets a precise
+// error instead of "data did not match any variant".
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {

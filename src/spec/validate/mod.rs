@@ -78,19 +78,19 @@ impl<'a> Index<'a> {
         for object in objects {
             match object {
                 Object::Channel(d) => {
-                    index.channels.entry(name_of(d)).or_insert(d);
+                    index.channels.entry(name_of(d)).or_insert(&**d);
                 }
                 Object::Segment(d) => {
-                    index.segments.entry(name_of(d)).or_insert(d);
+                    index.segments.entry(name_of(d)).or_insert(&**d);
                 }
                 Object::Template(d) => {
-                    index.templates.entry(name_of(d)).or_insert(d);
+                    index.templates.entry(name_of(d)).or_insert(&**d);
                 }
                 Object::Campaign(d) => {
-                    index.campaigns.entry(name_of(d)).or_insert(d);
+                    index.campaigns.entry(name_of(d)).or_insert(&**d);
                 }
                 Object::Webhook(d) => {
-                    index.webhooks.entry(name_of(d)).or_insert(d);
+                    index.webhooks.entry(name_of(d)).or_insert(&**d);
                 }
             }
         }

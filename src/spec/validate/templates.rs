@@ -93,7 +93,7 @@ pub(super) fn check(index: &Index, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
             }
         }
         let campaigns = users
-            .get(name.as_ref() as &str)
+            .get(name)
             .map(Vec::as_slice)
             .unwrap_or_default();
         report_open_variables(name, &open, campaigns, out);
