@@ -182,10 +182,7 @@ fn miette_report(d: &Diagnostic, files: &[SourceFile]) -> Report {
         }
     }
     diag = diag.with_labels(labels);
-    Report::new(diag).with_source_code(NamedSource::new(
-        &source.path,
-        source.text.clone(),
-    ))
+    Report::new(diag).with_source_code(NamedSource::new(&source.path, source.text.clone()))
 }
 
 /// The last line of `validate`'s text output.

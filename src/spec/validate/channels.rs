@@ -207,6 +207,11 @@ fn check_provider_settings(spec: &ChannelSpec, out: &mut Vec<Diagnostic>) {
         if let Some(s) = &hook.secret {
             check_secret(s, "secret", out);
         }
+        for (header, value) in &hook.headers {
+            if is_credential_header(header) {
+                check_secret(&Secret(value.clone()), &format!("headers.{header}"), out);
+            }
+        }
         if let Some(t) = &hook.timeout {
             check_duration(t, "timeout", out);
         }
@@ -237,4 +242,16 @@ pub(super) fn check_secret(secret: &Secret, field: &str, out: &mut Vec<Diagnosti
             )),
         );
     }
+}
+
+/// Headers that carry credentials: their values must be secret references too.
+fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "authorization"
+        || name == "proxy-authorization"
+        || name.contains("token")
+        || name.contains("secret")
+        || name.contains("api-key")
+        || name.contains("apikey")
+        || name.contains("password")
 }

@@ -14,12 +14,12 @@ use crate::spec::values::{Rate, RateLimit, SendWindow, parse_clock_time};
 pub const MAX_SEND_DURATION: Duration = Duration::from_secs(7 * 86_400);
 
 pub(super) fn check(index: &Index, out: &mut Vec<Diagnostic>) {
-    for campaign in index.campaigns.values() {
-        check_campaign(&campaign.spec, out);
+    for (name, campaign) in &index.campaigns {
+        check_campaign(name, &campaign.spec, out);
     }
 }
 
-fn check_campaign(spec: &CampaignSpec, out: &mut Vec<Diagnostic>) {
+fn check_campaign(name: &str, spec: &CampaignSpec, out: &mut Vec<Diagnostic>) {
     let channels = &spec.channels;
     let count = channels.channels.value.len();
     if count == 0 {
@@ -100,6 +100,29 @@ fn check_campaign(spec: &CampaignSpec, out: &mut Vec<Diagnostic>) {
     }
 
     for rule in &spec.on_reply {
+        for (what, tag) in [("tag", &rule.tag), ("untag", &rule.untag)] {
+            if tag.as_ref().is_some_and(|t| t.trim().is_empty()) {
+                out.push(Diagnostic::error(
+                    Code::InvalidValue,
+                    &rule.pattern.at,
+                    format!("`{what}` is empty"),
+                ));
+            }
+        }
+        if let Some(start) = &rule.start
+            && start.value == *name
+        {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    &start.at,
+                    format!("campaign `{name}` starts itself on a reply"),
+                )
+                .help(
+                    "a follow-up is another campaign; a reply to it could start it again and again",
+                ),
+            );
+        }
         if let Err(e) = regex::Regex::new(&rule.pattern.value) {
             let first_line = e
                 .to_string()

@@ -54,8 +54,20 @@ pub(super) fn check(index: &Index, now: Timestamp, out: &mut Vec<Diagnostic>) {
         if let Some(grace) = &spec.schedule.grace {
             check_duration(grace, "grace", out);
         }
+        // With local_time the first contacts (UTC+14) reach the wall-clock time 14 hours
+        // before UTC does, so the send starts that much earlier than `at` in UTC.
+        let first_send = |at: &Zoned| {
+            if spec.local_time {
+                let earliest = TimeZone::fixed(jiff::tz::offset(14));
+                parse_at(&at.datetime().to_string(), earliest)
+                    .map(|z| z.timestamp())
+                    .unwrap_or(at.timestamp())
+            } else {
+                at.timestamp()
+            }
+        };
         match parsed {
-            Some(ParsedSchedule::At(at)) if at.timestamp() < now => {
+            Some(ParsedSchedule::At(at)) if first_send(&at) < now => {
                 let at_field = spec.schedule.at.as_ref().expect("an at schedule has `at`");
                 out.push(
                     Diagnostic::warning(

@@ -4,15 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Index;
 use super::text_position::position_in_value;
+use super::{Index, check_url};
 use crate::spec::campaign::CampaignSpec;
 use crate::spec::diagnostic::{Code, Diagnostic};
 use crate::spec::envelope::Document;
 use crate::spec::load::Loaded;
 use crate::spec::located::{Located, Pos};
 use crate::spec::suggest::did_you_mean;
-use crate::spec::template::{LocaleContent, TemplateSpec, VariableType};
+use crate::spec::template::{LocaleContent, TemplateSpec, VariableType, WhatsappContent};
 
 /// The fields of `contact` in a template (`attributes` holds the free-form ones).
 pub const CONTACT_FIELDS: [&str; 11] = [
@@ -71,6 +71,20 @@ pub(super) fn check(index: &Index, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
 
     for (name, template) in &index.templates {
         let spec = &template.spec;
+        for (var_name, variable) in &spec.variables {
+            if let Some(default) = &variable.default
+                && !fits(variable.var_type.value, default)
+            {
+                out.push(Diagnostic::error(
+                    Code::InvalidType,
+                    &variable.var_type.at,
+                    format!(
+                        "the default of `{var_name}` is not a {}",
+                        type_name(variable.var_type.value)
+                    ),
+                ));
+            }
+        }
         let mut contents = vec![spec.default_content()];
         contents.extend(spec.locales.values().cloned());
         if contents.iter().all(is_empty) {
@@ -92,10 +106,7 @@ pub(super) fn check(index: &Index, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
                 check_string(&env, loaded, spec, source, &mut open, out);
             }
         }
-        let campaigns = users
-            .get(name)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let campaigns = users.get(name).map(Vec::as_slice).unwrap_or_default();
         report_open_variables(name, &open, campaigns, out);
     }
 
@@ -114,19 +125,25 @@ fn is_empty(content: &LocaleContent) -> bool {
         && content.email.is_none()
 }
 
-/// Each medium's content must say something.
+/// Each medium's content must say something, in a form the provider accepts.
 fn check_content_shape(content: &LocaleContent, out: &mut Vec<Diagnostic>) {
-    if let Some(wa) = &content.whatsapp
-        && wa.text.is_none()
-        && wa.media.is_none()
-        && wa.template.is_none()
-        && wa.list.is_none()
+    if let Some(wa) = &content.whatsapp {
+        check_whatsapp(wa, out);
+    }
+    if let Some(tg) = &content.telegram
+        && tg.text.is_none()
+        && tg.media.is_none()
     {
-        if let Some(b) = wa.buttons.as_ref().and_then(|b| b.first()) {
+        let at = tg
+            .buttons
+            .as_ref()
+            .and_then(|b| b.first())
+            .map(|b| &b.text.at);
+        if let Some(at) = at {
             out.push(Diagnostic::error(
                 Code::MissingField,
-                &b.text.at,
-                "WhatsApp buttons need a `text` above them",
+                at,
+                "Telegram buttons need a `text` or `media` above them",
             ));
         }
     }
@@ -139,6 +156,93 @@ fn check_content_shape(content: &LocaleContent, out: &mut Vec<Diagnostic>) {
             &email.subject.at,
             "e-mail content needs a body: `html`, `text` or both",
         ));
+    }
+    let media = [
+        content.whatsapp.as_ref().and_then(|w| w.media.as_ref()),
+        content.telegram.as_ref().and_then(|t| t.media.as_ref()),
+    ];
+    for media in media.into_iter().flatten() {
+        check_url(&media.url, "the media `url`", out);
+    }
+    let buttons = [
+        content.whatsapp.as_ref().and_then(|w| w.buttons.as_ref()),
+        content.telegram.as_ref().and_then(|t| t.buttons.as_ref()),
+    ];
+    for button in buttons.into_iter().flatten().flatten() {
+        if let Some(url) = &button.url {
+            check_url(url, "the button `url`", out);
+        }
+        if button.url.is_some() && button.reply.is_some() {
+            out.push(Diagnostic::error(
+                Code::InvalidValue,
+                &button.text.at,
+                "a button opens a `url` or sends a `reply`, not both",
+            ));
+        }
+    }
+}
+
+/// WhatsApp accepts one message form at a time: an approved template, an interactive list,
+/// reply buttons (at most 3) over a text or media, or a plain text or media message.
+fn check_whatsapp(wa: &WhatsappContent, out: &mut Vec<Diagnostic>) {
+    let forms: Vec<(&str, &Pos)> = [
+        wa.template.as_ref().map(|t| ("template", &t.name.at)),
+        wa.list.as_ref().map(|l| ("list", &l.button.at)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let others = wa.text.is_some() || wa.media.is_some() || wa.buttons.is_some();
+    match (forms.as_slice(), others) {
+        ([], false) => {
+            let Some(at) = wa.buttons.as_ref().and_then(|b| b.first()).map(|b| &b.text.at) else {
+                return;
+            };
+            out.push(Diagnostic::error(Code::MissingField, at, "WhatsApp buttons need a `text` or `media` above them"));
+        }
+        ([("template", at)], true) => out.push(
+            Diagnostic::error(Code::InvalidValue, at, "a WhatsApp `template` message cannot also have text, media or buttons")
+                .help("the approved template carries its own text and buttons; pass parameters in body/header/buttons"),
+        ),
+        ([(_, _), (_, second)], _) => out.push(Diagnostic::error(
+            Code::InvalidValue,
+            second,
+            "a WhatsApp message is either a `template` or a `list`, not both",
+        )),
+        ([("list", at)], _) if wa.media.is_some() || wa.buttons.is_some() => out.push(Diagnostic::error(
+            Code::InvalidValue,
+            at,
+            "a WhatsApp `list` message cannot also have media or buttons",
+        )),
+        _ => {}
+    }
+    if let Some(buttons) = &wa.buttons
+        && buttons.len() > 3
+    {
+        out.push(Diagnostic::error(
+            Code::InvalidValue,
+            &buttons[3].text.at,
+            format!(
+                "WhatsApp allows at most 3 reply buttons, this message has {}",
+                buttons.len()
+            ),
+        ));
+    }
+    if let Some(list) = &wa.list {
+        let rows: usize = list.sections.iter().map(|s| s.rows.len()).sum();
+        if rows == 0 {
+            out.push(Diagnostic::error(
+                Code::MissingField,
+                &list.button.at,
+                "a WhatsApp list needs at least one section with rows",
+            ));
+        } else if rows > 10 {
+            out.push(Diagnostic::error(
+                Code::InvalidValue,
+                &list.button.at,
+                format!("WhatsApp lists hold at most 10 rows in all, this one has {rows}"),
+            ));
+        }
     }
 }
 
