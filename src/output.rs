@@ -135,8 +135,37 @@ pub fn text(diagnostics: &[Diagnostic], loaded: &Loaded, color: bool) -> String 
 
 /// The files as snippets may show them: a credential written by mistake is reported
 /// (literal-secret) but never printed, so its bytes are starred out, keeping offsets.
+///
+/// Credential fields whose document did not parse have no diagnostic of their own, so
+/// every `key: value` line with a credential key and a value that is not a `${...}`
+/// reference is starred out too.
 fn masked_sources(diagnostics: &[Diagnostic], loaded: &Loaded) -> Vec<SourceFile> {
+    let credential = regex::Regex::new(
+        r#"(?i)\b(auth_token|access_token|app_secret|verify_token|bot_token|webhook_secret|password|secret|authorization|api[_-]?key|token)["']?\s*:\s*("[^"]*"|'[^']*'|[^\s,}\]#]+)"#,
+    )
+    .expect("the credential pattern compiles");
     let mut files = loaded.files.clone();
+    for file in &mut files {
+        let mut spans = Vec::new();
+        for m in credential.captures_iter(&file.text) {
+            let value = m.get(2).expect("group 2 always matches");
+            let inner = value.as_str().trim_matches(['"', '\'']);
+            if !inner.starts_with("${") {
+                spans.push(value.range());
+            }
+        }
+        if !spans.is_empty() {
+            let mut bytes = std::mem::take(&mut file.text).into_bytes();
+            for span in spans {
+                for b in &mut bytes[span] {
+                    if !b.is_ascii_whitespace() && *b != b'"' && *b != b'\'' {
+                        *b = b'*';
+                    }
+                }
+            }
+            file.text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
     for d in diagnostics.iter().filter(|d| d.code == Code::LiteralSecret) {
         let Some(at) = &d.at else { continue };
         if let Some(file) = files.iter_mut().find(|f| f.path == at.file) {

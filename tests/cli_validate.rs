@@ -70,7 +70,12 @@ fn json_output_is_a_stable_array_of_findings_with_positions() {
             (
                 f["code"].as_str().unwrap().to_string(),
                 f["severity"].as_str().unwrap().to_string(),
-                f["file"].as_str().unwrap().strip_prefix(root).unwrap().to_string(),
+                f["file"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string(),
                 f["line"].as_u64().unwrap(),
                 f["column"].as_u64().unwrap(),
             )
@@ -79,8 +84,20 @@ fn json_output_is_a_stable_array_of_findings_with_positions() {
     assert_eq!(
         summary,
         vec![
-            ("literal-secret".into(), "error".into(), "/channels.yaml".into(), 9, 17),
-            ("operator-value-mismatch".into(), "error".into(), "/segments/vip.yaml".into(), 8, 9),
+            (
+                "literal-secret".into(),
+                "error".into(),
+                "/channels.yaml".into(),
+                9,
+                17
+            ),
+            (
+                "operator-value-mismatch".into(),
+                "error".into(),
+                "/segments/vip.yaml".into(),
+                8,
+                9
+            ),
         ]
     );
     for f in findings {
@@ -98,13 +115,24 @@ fn text_output_quotes_the_line_with_a_caret_and_masks_secrets() {
     let (code, stdout, _) = herald(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stdout.contains("segments/vip.yaml:8:9"), "{stdout}");
-    assert!(stdout.contains("    op: gt"), "the source line is quoted:\n{stdout}");
+    assert!(
+        stdout.contains("    op: gt"),
+        "the source line is quoted:\n{stdout}"
+    );
     assert!(stdout.contains("──┬"), "a caret marks the place:\n{stdout}");
     assert!(stdout.contains("[operator-value-mismatch]"), "{stdout}");
-    assert!(stdout.contains("auth_token: ********************"), "{stdout}");
-    assert!(!stdout.contains("hunter2"), "a literal secret was printed:\n{stdout}");
     assert!(
-        stdout.trim_end().ends_with("invalid: 2 errors, 0 warnings; 2 documents in 2 files"),
+        stdout.contains("auth_token: ********************"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("hunter2"),
+        "a literal secret was printed:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("invalid: 2 errors, 0 warnings; 2 documents in 2 files"),
         "{stdout}"
     );
 }
@@ -121,7 +149,11 @@ fn github_output_is_one_workflow_annotation_per_finding() {
         "::error file={}/segments/vip.yaml,line=8,col=9,title=herald operator-value-mismatch::[operator-value-mismatch] `gt` does not apply to `tags`",
         root.replace(':', "%3A").replace(',', "%2C")
     );
-    assert!(lines[0].starts_with(&expected_prefix), "{}\n{expected_prefix}", lines[0]);
+    assert!(
+        lines[0].starts_with(&expected_prefix),
+        "{}\n{expected_prefix}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -158,15 +190,29 @@ spec:
     assert!(stdout.contains("line=8,col=18"), "{stdout}");
     let (code, stdout, _) = herald(&["validate", root]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("valid with 1 warning: 3 documents in 1 file"), "{stdout}");
+    assert!(
+        stdout.contains("valid with 1 warning: 3 documents in 1 file"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn a_valid_directory_exits_zero_with_an_empty_json_array() {
-    let dir = directory(&[]);
+    let segment = "apiVersion: herald/v1\nkind: Segment\nmetadata: {name: vip}\nspec:\n  match: {field: tags, op: contains, value: vip}\n";
+    let dir = directory(&[("vip.yaml", segment)]);
     let (code, stdout, _) = herald(&["validate", dir.path().to_str().unwrap(), "--format", "json"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 0, "{stdout}");
     assert_eq!(stdout.trim(), "[]");
+}
+
+#[test]
+fn an_empty_directory_is_refused_as_a_whole() {
+    let dir = directory(&[("notes.txt", "not yaml")]);
+    let (code, stdout, _) = herald(&["validate", dir.path().to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 1, "{stdout}");
+    let findings: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(findings[0]["code"], "empty-revision");
+    assert!(findings[0]["file"].is_null());
 }
 
 #[test]
@@ -182,8 +228,23 @@ fn a_missing_directory_or_a_bad_flag_exits_two() {
 fn schema_prints_the_committed_schema() {
     let (code, stdout, _) = herald(&["schema"]);
     assert_eq!(code, 0);
-    let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/herald.schema.json"))
-            .unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/herald.schema.json"
+    ))
+    .unwrap();
     assert_eq!(stdout, committed);
+}
+
+#[test]
+fn a_credential_in_a_document_that_does_not_parse_is_not_printed_either() {
+    let channel = CHANNEL.replace("    from:", "    form:");
+    let dir = directory(&[("channels.yaml", &channel)]);
+    let (code, stdout, _) = herald(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("[unknown-field]"), "{stdout}");
+    assert!(
+        !stdout.contains("hunter2"),
+        "a literal secret was printed:\n{stdout}"
+    );
 }

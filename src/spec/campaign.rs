@@ -21,7 +21,7 @@ pub struct CampaignSpec {
     /// Values for the template's variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, Located<serde_json::Value>>,
-    pub schedule: Schedule,
+    pub schedule: Located<Schedule>,
     /// Deliver at the schedule's wall-clock time in each contact's own time zone.
     #[serde(default)]
     pub local_time: bool,

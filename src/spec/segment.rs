@@ -139,6 +139,13 @@ pub fn field_type(field: &str) -> Result<FieldType, String> {
             };
         }
     }
+    match field {
+        "opted_in" | "last_inbound_at." => {
+            return Err(format!("`{field}` needs a medium, e.g. {field}.sms"));
+        }
+        "attributes" => return Err("`attributes` needs a key, e.g. attributes.city".into()),
+        _ => {}
+    }
     let known = TEXT_FIELDS.iter().copied().chain([
         "created_at",
         "last_inbound_at",

@@ -51,6 +51,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             'h' => 3_600,
             'd' => 86_400,
             'w' => 604_800,
+            c if c.is_whitespace() => {
+                return Err(format!(
+                    "{text:?} is not a duration: write it without spaces, e.g. 2d or 12h"
+                ));
+            }
             _ => {
                 return Err(format!(
                     "{text:?} is not a duration: unknown unit {c:?} (use s, m, h, d or w, e.g. 12h or 7d)"

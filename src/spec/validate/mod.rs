@@ -123,6 +123,16 @@ pub fn validate(loaded: Loaded, now: jiff::Timestamp) -> Checked {
         delivery::check(&index, &mut out);
         templates::check(&index, &loaded, &mut out);
     }
+    if loaded.objects.is_empty() && loaded.unparsed.is_empty() && out.is_empty() {
+        out.push(Diagnostic {
+            code: super::Code::EmptyRevision,
+            severity: super::Severity::Error,
+            message: "the directory holds no documents; applying it would retire every campaign".into(),
+            at: None,
+            help: Some("check the path; `herald serve --allow-empty` applies an empty directory on purpose".into()),
+            related: Vec::new(),
+        });
+    }
     diagnostic::sort(&mut out);
     out.dedup();
     Checked {

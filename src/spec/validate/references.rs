@@ -18,7 +18,9 @@ pub(super) fn check<'a>(index: &Index<'a>, out: &mut Vec<Diagnostic>) {
         .chain(BUILT_IN_SEGMENTS)
         .chain(index.unparsed_names(Kind::Segment))
         .collect();
-    let missing = |kind: &str, name: &Located<String>, known: &[&str], user: &str| {
+    // The referrer is left out of the hints: "did you mean <yourself>" helps no one.
+    let missing = |kind: &str, name: &Located<String>, known: &[&str], user: &str, own: &str| {
+        let known: Vec<&str> = known.iter().copied().filter(|k| *k != own).collect();
         let hint = did_you_mean(&name.value, known.iter()).map(|s| format!("did you mean `{s}`?"));
         Diagnostic::error(
             Code::MissingReference,
@@ -47,22 +49,28 @@ pub(super) fn check<'a>(index: &Index<'a>, out: &mut Vec<Diagnostic>) {
         let spec = &campaign.spec;
         for segment in std::iter::once(&spec.audience.segment).chain(&spec.audience.exclude) {
             if !segment_names.contains(&segment.value.as_str()) {
-                out.push(missing("segment", segment, &segment_names, &user));
+                out.push(missing("segment", segment, &segment_names, &user, ""));
             }
         }
         if !template_names.contains(&spec.template.value.as_str()) {
-            out.push(missing("template", &spec.template, &template_names, &user));
+            out.push(missing(
+                "template",
+                &spec.template,
+                &template_names,
+                &user,
+                "",
+            ));
         }
         for channel in spec.channels.channels.iter() {
             if !channel_names.contains(&channel.value.as_str()) {
-                out.push(missing("channel", channel, &channel_names, &user));
+                out.push(missing("channel", channel, &channel_names, &user, ""));
             }
         }
         for rule in &spec.on_reply {
             if let Some(start) = &rule.start
                 && !campaign_names.contains(&start.value.as_str())
             {
-                out.push(missing("campaign", start, &campaign_names, &user));
+                out.push(missing("campaign", start, &campaign_names, &user, name));
             }
         }
     }
@@ -78,6 +86,7 @@ pub(super) fn check<'a>(index: &Index<'a>, out: &mut Vec<Diagnostic>) {
                     r,
                     &segment_names,
                     &format!("segment `{name}`"),
+                    name,
                 ));
             }
         }

@@ -24,7 +24,7 @@ pub enum ParsedSchedule {
 impl ParsedSchedule {
     /// Parses a schedule, or says (once) what is wrong with it. Validation reports every
     /// problem; this is for the parts of herald that need the value.
-    pub fn parse(schedule: &Schedule) -> Result<ParsedSchedule, String> {
+    pub fn parse(schedule: &Located<Schedule>) -> Result<ParsedSchedule, String> {
         let mut out = Vec::new();
         let parsed = parse_schedule(schedule, &mut out);
         match (parsed, out.into_iter().next()) {
@@ -68,7 +68,12 @@ pub(super) fn check(index: &Index, now: Timestamp, out: &mut Vec<Diagnostic>) {
         };
         match parsed {
             Some(ParsedSchedule::At(at)) if first_send(&at) < now => {
-                let at_field = spec.schedule.at.as_ref().expect("an at schedule has `at`");
+                let at_field = spec
+                    .schedule
+                    .value
+                    .at
+                    .as_ref()
+                    .expect("an at schedule has `at`");
                 out.push(
                     Diagnostic::warning(
                         Code::ScheduleInPast,
@@ -98,7 +103,11 @@ pub(super) fn check(index: &Index, now: Timestamp, out: &mut Vec<Diagnostic>) {
     }
 }
 
-fn parse_schedule(schedule: &Schedule, out: &mut Vec<Diagnostic>) -> Option<ParsedSchedule> {
+fn parse_schedule(
+    located: &Located<Schedule>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<ParsedSchedule> {
+    let schedule = &located.value;
     let zone = match &schedule.timezone {
         None => Some(TimeZone::UTC),
         Some(tz) => check_time_zone(tz, out),
@@ -125,16 +134,8 @@ fn parse_schedule(schedule: &Schedule, out: &mut Vec<Diagnostic>) -> Option<Pars
                     .join(" and ")
             )
         };
-        match at {
-            Some(at) => out.push(Diagnostic::error(Code::InvalidSchedule, at, message)),
-            None => {
-                if let Some(tz) = &schedule.timezone {
-                    out.push(Diagnostic::error(Code::InvalidSchedule, &tz.at, message));
-                } else if let Some(g) = &schedule.grace {
-                    out.push(Diagnostic::error(Code::InvalidSchedule, &g.at, message));
-                }
-            }
-        }
+        let at = at.unwrap_or(&located.at);
+        out.push(Diagnostic::error(Code::InvalidSchedule, at, message));
         return None;
     }
     if let Some(now) = &schedule.now {
@@ -152,7 +153,14 @@ fn parse_schedule(schedule: &Schedule, out: &mut Vec<Diagnostic>) -> Option<Pars
         return Some(ParsedSchedule::Now);
     }
     if let Some(cron) = &schedule.cron {
-        return match parse_cron(&cron.value) {
+        return match parse_cron(&cron.value).and_then(|c| {
+            // A pattern such as "0 9 31 2 *" parses but never fires.
+            let start = Timestamp::UNIX_EPOCH.to_zoned(TimeZone::UTC);
+            match c.find_next_occurrence(&start, false) {
+                Ok(_) => Ok(c),
+                Err(_) => Err("it never fires".to_string()),
+            }
+        }) {
             Ok(parsed) => zone.map(|zone| ParsedSchedule::Cron {
                 cron: Box::new(parsed),
                 zone,

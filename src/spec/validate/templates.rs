@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::text_position::position_in_value;
+use super::text_position::{find_variable, position_in_value};
 use super::{Index, check_url};
 use crate::spec::campaign::CampaignSpec;
 use crate::spec::diagnostic::{Code, Diagnostic};
@@ -69,6 +69,7 @@ pub(super) fn check(index: &Index, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
             .push(campaign);
     }
 
+    let mut used_roots: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (name, template) in &index.templates {
         let spec = &template.spec;
         for (var_name, variable) in &spec.variables {
@@ -101,20 +102,41 @@ pub(super) fn check(index: &Index, loaded: &Loaded, out: &mut Vec<Diagnostic>) {
             check_content_shape(content, out);
         }
         let mut open = Vec::new();
+        let mut used = BTreeSet::new();
         for content in &contents {
             for (_, source) in content.template_strings() {
-                check_string(&env, loaded, spec, source, &mut open, out);
+                check_string(&env, loaded, spec, source, &mut open, &mut used, out);
             }
         }
+        used_roots.insert(name, used);
         let campaigns = users.get(name).map(Vec::as_slice).unwrap_or_default();
         report_open_variables(name, &open, campaigns, out);
     }
 
     for campaign in index.campaigns.values() {
-        let Some(template) = index.templates.get(campaign.spec.template.value.as_str()) else {
+        let template_name = campaign.spec.template.value.as_str();
+        let Some(template) = index.templates.get(template_name) else {
             continue;
         };
         check_campaign_against_template(index, campaign, template, out);
+        // A var the template neither declares nor uses is most likely a typo, which
+        // would otherwise silently leave the template's default in place.
+        if let Some(used) = used_roots.get(template_name) {
+            for (var, value) in &campaign.spec.vars {
+                if !template.spec.variables.contains_key(var) && !used.contains(var) {
+                    let known = template.spec.variables.keys().chain(used.iter());
+                    let hint = did_you_mean(var, known).map(|s| format!("did you mean `{s}`?"));
+                    out.push(
+                        Diagnostic::error(
+                            Code::UnknownVariable,
+                            &value.at,
+                            format!("template `{template_name}` neither declares nor uses the variable `{var}`"),
+                        )
+                        .maybe_help(hint),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -252,6 +274,7 @@ fn check_string(
     spec: &TemplateSpec,
     source: &Located<String>,
     open: &mut Vec<OpenVariable>,
+    used_roots: &mut BTreeSet<String>,
     out: &mut Vec<Diagnostic>,
 ) {
     let template = match env.template_from_str(&source.value) {
@@ -275,12 +298,19 @@ fn check_string(
     used.sort();
     for var in used {
         let root = var.split('.').next().unwrap_or(&var);
+        used_roots.insert(root.to_string());
         if BUILT_IN_FUNCTIONS.contains(&root) || spec.variables.contains_key(root) {
             continue;
         }
         let at = || {
-            let start = source.value.find(var.as_str()).unwrap_or(0);
-            position_in_value(loaded, source, start, var.len())
+            let name = if root == "contact" {
+                var.as_str()
+            } else {
+                root
+            };
+            let start = find_variable(&source.value, name).unwrap_or(0);
+            let len = name.len();
+            position_in_value(loaded, source, start, len)
         };
         if root == "contact" {
             if let Some(field) = var.split('.').nth(1)
