@@ -16,9 +16,16 @@ fn main() {
         .unwrap_or(10_000);
     let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
     println!("validate benchmark: {documents} documents, median of {RUNS} runs\n");
-    println!("| layout                     | files  | documents | load (ms) | validate (ms) | total (ms) | documents/s |");
-    println!("|----------------------------|-------:|----------:|----------:|--------------:|-----------:|------------:|");
-    for (layout, per_file) in [("one document per file", 1), ("100 documents per file", 100)] {
+    println!(
+        "| layout                     | files  | documents | load (ms) | validate (ms) | total (ms) | documents/s |"
+    );
+    println!(
+        "|----------------------------|-------:|----------:|----------:|--------------:|-----------:|------------:|"
+    );
+    for (layout, per_file) in [
+        ("one document per file", 1),
+        ("100 documents per file", 100),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let files = generate(dir.path(), documents, per_file);
         let mut loads = Vec::new();
@@ -30,7 +37,11 @@ fn main() {
             let loaded_at = Instant::now();
             let checked = herald::spec::validate(loaded, now);
             let end = Instant::now();
-            assert!(checked.is_valid(), "generated directory is invalid: {:?}", checked.diagnostics.first());
+            assert!(
+                checked.is_valid(),
+                "generated directory is invalid: {:?}",
+                checked.diagnostics.first()
+            );
             assert_eq!(checked.loaded.objects.len(), documents);
             loads.push(loaded_at - start);
             validations.push(end - loaded_at);
@@ -71,7 +82,11 @@ fn generate(dir: &Path, documents: usize, per_file: usize) -> usize {
         ));
     }
     for i in 0..segments {
-        let other = if i > 0 { format!("\n      - segment: segment-{}", i - 1) } else { String::new() };
+        let other = if i > 0 {
+            format!("\n      - segment: segment-{}", i - 1)
+        } else {
+            String::new()
+        };
         docs.push(format!(
             "apiVersion: herald/v1\nkind: Segment\nmetadata:\n  name: segment-{i}\n  labels: {{team: growth}}\nspec:\n  match:\n    all:\n      - {{field: tags, op: contains, value: tag-{i}}}\n      - any:\n          - {{field: attributes.city, op: in, value: [Lima, Cusco]}}\n          - {{field: country, op: eq, value: PE}}\n      - {{field: last_inbound_at, op: within, value: 30d}}{other}\n"
         ));

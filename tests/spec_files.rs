@@ -26,8 +26,16 @@ fn the_committed_schema_is_the_one_the_types_generate() {
 fn the_example_directory_is_valid_without_warnings() {
     let now: jiff::Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
     let checked = spec::validate(spec::load_dir(&repo("campaigns.example")).unwrap(), now);
-    let findings: Vec<String> = checked.diagnostics.iter().map(ToString::to_string).collect();
-    assert!(findings.is_empty(), "campaigns.example has findings:\n{}", findings.join("\n"));
+    let findings: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        findings.is_empty(),
+        "campaigns.example has findings:\n{}",
+        findings.join("\n")
+    );
     for kind in spec::Kind::ALL {
         assert!(
             checked.loaded.objects.iter().any(|o| o.kind() == kind),
@@ -42,7 +50,12 @@ fn the_example_directory_stays_valid_as_time_passes() {
     let later: jiff::Timestamp = "2031-01-01T00:00:00Z".parse().unwrap();
     let checked = spec::validate(spec::load_dir(&repo("campaigns.example")).unwrap(), later);
     assert!(checked.is_valid());
-    assert!(checked.diagnostics.iter().all(|d| d.severity == Severity::Warning));
+    assert!(
+        checked
+            .diagnostics
+            .iter()
+            .all(|d| d.severity == Severity::Warning)
+    );
 }
 
 #[test]
@@ -80,7 +93,12 @@ fn every_example_document_conforms_to_the_schema() {
                 .iter_errors(&value)
                 .map(|e| format!("{} at {}", e, e.instance_path()))
                 .collect();
-            assert!(errors.is_empty(), "{}: {}", file.display(), errors.join("; "));
+            assert!(
+                errors.is_empty(),
+                "{}: {}",
+                file.display(),
+                errors.join("; ")
+            );
             documents += 1;
         }
     }
