@@ -5,9 +5,12 @@
 //! - [`spec`]: the files. The five kinds (Channel, Segment, Template, Campaign, Webhook),
 //!   loading a directory with every value's file:line:column, validation that reports every
 //!   error at once, and the JSON Schema editors use.
+//! - [`audience`]: segments compiled to parameterized SQL, checked against an in-memory
+//!   evaluator; counts and samples over the contacts tables (migrations/).
 //! - [`output`]: how findings are shown: text with snippets, JSON, GitHub annotations.
 //! - [`cli`]: the commands and their options; `main.rs` only calls [`cli::run`].
 
+pub mod audience;
 pub mod cli;
 pub mod output;
 pub mod spec;
