@@ -7,6 +7,8 @@
 //!   error at once, and the JSON Schema editors use.
 //! - [`audience`]: segments compiled to parameterized SQL, checked against an in-memory
 //!   evaluator; counts and samples over the contacts tables (migrations/).
+//! - [`store`]: the SQLite file, the only module that speaks SQL: contacts, revisions and
+//!   specs, runs, deliveries, the webhook outbox.
 //! - [`output`]: how findings are shown: text with snippets, JSON, GitHub annotations.
 //! - [`cli`]: the commands and their options; `main.rs` only calls [`cli::run`].
 
@@ -14,3 +16,4 @@ pub mod audience;
 pub mod cli;
 pub mod output;
 pub mod spec;
+pub mod store;

@@ -16,6 +16,7 @@ use herald::spec::channel::Medium;
 use herald::spec::located::{Located, Pos};
 use herald::spec::segment::{BUILT_IN_SEGMENTS, Condition, Op};
 use herald::spec::{SourceFile, load_sources, validate};
+use herald::store::Store;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -185,23 +186,16 @@ fn number(mut contacts: Vec<ContactFacts>) -> Vec<ContactFacts> {
 
 // ---------------------------------------------------------------- the database
 
-async fn open_database(path: &Path) -> SqlitePool {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true);
+/// The store, and a connection of the test's own that writes contacts row by row so that
+/// the test controls every column.
+async fn open_database(path: &Path) -> (Store, SqlitePool) {
+    let store = Store::open(path).await.expect("open the store");
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(options)
+        .connect_with(SqliteConnectOptions::new().filename(path))
         .await
         .expect("open SQLite");
-    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    sqlx::migrate::Migrator::new(migrations.as_path())
-        .await
-        .expect("read migrations")
-        .run(&pool)
-        .await
-        .expect("run migrations");
-    pool
+    (store, pool)
 }
 
 async fn replace_contacts(pool: &SqlitePool, contacts: &[ContactFacts]) {
@@ -508,6 +502,7 @@ fn validated(set: &SegmentSet) -> BTreeMap<String, Condition> {
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
+    store: Store,
     pool: SqlitePool,
     _dir: tempfile::TempDir,
 }
@@ -519,9 +514,10 @@ impl Fixture {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let pool = runtime.block_on(open_database(&dir.path().join("herald.db")));
+        let (store, pool) = runtime.block_on(open_database(&dir.path().join("herald.db")));
         Fixture {
             runtime,
+            store,
             pool,
             _dir: dir,
         }
@@ -541,7 +537,7 @@ impl Fixture {
             let matcher = Matcher::new(name, segments, now()).unwrap();
             let from_sql: BTreeSet<i64> = self
                 .runtime
-                .block_on(audience::pks(&self.pool, &compiled))
+                .block_on(self.store.segment_pks(&compiled))
                 .map_err(|e| TestCaseError::fail(format!("{e}\n{}", compiled.where_sql)))?
                 .into_iter()
                 .collect();
@@ -562,7 +558,7 @@ impl Fixture {
             );
             let count = self
                 .runtime
-                .block_on(audience::count(&self.pool, &compiled))
+                .block_on(self.store.segment_count(&compiled))
                 .unwrap();
             prop_assert_eq!(count, expected.len() as u64);
         }

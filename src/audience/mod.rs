@@ -1,4 +1,6 @@
-//! Audiences: segments compiled to one parameterized SQL query, and counts and samples of them.
+//! Audiences: segments compiled to one parameterized SQL query (run by
+//! [`crate::store::Store::segment_count`] and its siblings), and an in-memory evaluator of the
+//! same meaning.
 //!
 //! A segment (validated by [`crate::spec::validate`]) is resolved by name, with the segments
 //! it refers to inlined and the built-in segments available unless a file overrides them,
@@ -44,8 +46,6 @@ mod sql;
 
 use std::collections::BTreeMap;
 
-use sqlx::{Arguments, SqlitePool, sqlite::SqliteArguments};
-
 pub use evaluate::{ContactFacts, MediumFacts};
 
 use crate::spec::load::{Loaded, Object};
@@ -80,35 +80,6 @@ pub enum SqlValue {
 pub struct CompiledSegment {
     pub where_sql: String,
     pub params: Vec<SqlValue>,
-}
-
-impl CompiledSegment {
-    /// `SELECT c.pk FROM contacts c WHERE ... ORDER BY c.pk`.
-    pub fn select_pks_sql(&self) -> String {
-        format!(
-            "SELECT c.pk FROM contacts c WHERE {} ORDER BY c.pk",
-            self.where_sql
-        )
-    }
-
-    /// `SELECT count(*) FROM contacts c WHERE ...`.
-    pub fn count_sql(&self) -> String {
-        format!("SELECT count(*) FROM contacts c WHERE {}", self.where_sql)
-    }
-
-    fn arguments(&self) -> Result<SqliteArguments, sqlx::Error> {
-        let mut args = SqliteArguments::default();
-        for p in &self.params {
-            match p {
-                SqlValue::Int(i) => args.add(*i),
-                SqlValue::Real(f) => args.add(*f),
-                SqlValue::Text(s) => args.add(s.clone()),
-                SqlValue::Bool(b) => args.add(*b),
-            }
-            .map_err(sqlx::Error::Encode)?;
-        }
-        Ok(args)
-    }
 }
 
 /// The segments of a loaded revision by name, for [`compile`] and [`Matcher::new`]. A
@@ -160,54 +131,4 @@ impl Matcher {
     pub fn matches(&self, contact: &ContactFacts) -> bool {
         evaluate::matches(&self.expr, contact)
     }
-}
-
-/// How many contacts the segment holds.
-pub async fn count(pool: &SqlitePool, compiled: &CompiledSegment) -> Result<u64, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar_with(
-        sqlx::AssertSqlSafe(compiled.count_sql()),
-        compiled.arguments()?,
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
-/// The row keys of every contact in the segment, ascending.
-pub async fn pks(pool: &SqlitePool, compiled: &CompiledSegment) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar_with(
-        sqlx::AssertSqlSafe(compiled.select_pks_sql()),
-        compiled.arguments()?,
-    )
-    .fetch_all(pool)
-    .await
-}
-
-/// A contact shown in an audience preview.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SampledContact {
-    pub pk: i64,
-    pub id: String,
-    pub name: Option<String>,
-}
-
-/// Up to `n` contacts of the segment, lowest row keys first (stable between calls, so a
-/// preview does not shuffle on every refresh).
-pub async fn sample(
-    pool: &SqlitePool,
-    compiled: &CompiledSegment,
-    n: u32,
-) -> Result<Vec<SampledContact>, sqlx::Error> {
-    let sql = format!(
-        "SELECT c.pk, c.id, c.name FROM contacts c WHERE {} ORDER BY c.pk LIMIT {n}",
-        compiled.where_sql
-    );
-    let rows: Vec<(i64, String, Option<String>)> =
-        sqlx::query_as_with(sqlx::AssertSqlSafe(sql), compiled.arguments()?)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(pk, id, name)| SampledContact { pk, id, name })
-        .collect())
 }

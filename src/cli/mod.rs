@@ -1,5 +1,13 @@
-//! The commands and their options. Exit codes: 0 ok, 1 the files are invalid, 2 usage or
-//! environment errors.
+//! The commands and their options. Exit codes: 0 ok, 1 the files or data are invalid, 2 usage
+//! or environment errors (and, for `plan --detailed-exitcode`, "there are changes").
+//!
+//! Each command group lives in its own file and returns an [`Outcome`]; this file parses,
+//! starts the async runtime for the commands that use the store, and maps outcomes to exit
+//! codes.
+
+mod audience;
+mod contacts;
+mod plan;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -24,6 +32,14 @@ pub struct Cli {
     pub now: Option<jiff::Timestamp>,
 }
 
+/// Where the store is: `--db PATH`, else HERALD_DB, else ./herald.db.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DbArg {
+    /// The SQLite store (created if missing).
+    #[arg(long = "db", env = "HERALD_DB", default_value = crate::store::DEFAULT_PATH)]
+    pub path: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check every file in DIR and report every error at once.
@@ -35,12 +51,25 @@ pub enum Command {
     },
     /// Print the JSON Schema of herald's files (committed as schemas/herald.schema.json).
     Schema,
+    /// Show what applying DIR would change, whom each touched campaign reaches, and when.
+    Plan(plan::PlanArgs),
+    /// Apply DIR to the store as one revision, all or nothing.
+    Apply(plan::ApplyArgs),
+    /// Count and sample a segment, or break down whom a campaign would reach.
+    Audience(audience::AudienceArgs),
+    /// Import contacts from CSV, or export them.
+    #[command(subcommand)]
+    Contacts(contacts::ContactsCommand),
 }
 
 /// What a command ended with.
 pub enum Outcome {
+    /// Exit 0.
     Ok,
+    /// Exit 1: the files or the data are invalid.
     Invalid,
+    /// Exit 2: `plan --detailed-exitcode` found changes.
+    Changes,
 }
 
 pub fn run() -> ExitCode {
@@ -52,15 +81,31 @@ pub fn run() -> ExitCode {
             print!("{}", spec::schema::json_schema());
             Ok(Outcome::Ok)
         }
+        Command::Plan(args) => block_on(plan::plan(args, now)),
+        Command::Apply(args) => block_on(plan::apply(args, now)),
+        Command::Audience(args) => block_on(audience::run(args, now)),
+        Command::Contacts(command) => block_on(contacts::run(command, now)),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Invalid) => ExitCode::from(1),
+        Ok(Outcome::Changes) => ExitCode::from(2),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs a store command on a runtime of its own: the store's work is I/O bound and the
+/// command does one thing, so a current-thread runtime is enough.
+fn block_on(
+    command: impl std::future::Future<Output = anyhow::Result<Outcome>>,
+) -> anyhow::Result<Outcome> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
 }
 
 fn validate(

@@ -1,0 +1,1 @@
+//! Contacts, their tags and their per-medium consent and interaction times.
