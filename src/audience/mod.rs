@@ -1,6 +1,7 @@
 //! Audiences: segments compiled to one parameterized SQL query (run by
 //! [`crate::store::Store::segment_count`] and its siblings), and an in-memory evaluator of the
-//! same meaning.
+//! same meaning; and a campaign's breakdown (who receives what on which channel, and why the
+//! others are left out: see [`campaign_query`] and the rules in `breakdown.rs`).
 //!
 //! A segment (validated by [`crate::spec::validate`]) is resolved by name, with the segments
 //! it refers to inlined and the built-in segments available unless a file overrides them,
@@ -40,12 +41,17 @@
 //!   there is no `opted_out_at` at or after it (an opt-out at the same millisecond wins).
 //!   A contact with no row for the medium is not opted in.
 
+mod breakdown;
 mod evaluate;
 mod predicate;
 mod sql;
 
 use std::collections::BTreeMap;
 
+pub use breakdown::{
+    Breakdown, CampaignQuery, Decision, ExclusionReason, FrequencyCapQuery, QueryChannel,
+    address_of, campaign_query,
+};
 pub use evaluate::{ContactFacts, MediumFacts};
 
 use crate::spec::load::{Loaded, Object};
@@ -61,6 +67,12 @@ pub enum AudienceError {
     Cycle(Vec<String>),
     #[error("segment `{segment}`: {message}")]
     InvalidCondition { segment: String, message: String },
+    #[error("no campaign is named `{0}`")]
+    UnknownCampaign(String),
+    /// A campaign validation would have rejected (an unknown channel, a channel without a
+    /// medium, a malformed frequency cap).
+    #[error("campaign `{campaign}`: {message}")]
+    InvalidCampaign { campaign: String, message: String },
 }
 
 /// A value bound to a `?` of a compiled query.

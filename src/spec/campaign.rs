@@ -72,6 +72,9 @@ pub enum Strategy {
     Fallback,
     /// The channel of the contact's most recent inbound message.
     LastInteracted,
+    /// Every channel on which the contact has an address, consent (as the campaign
+    /// requires) and no opt-out: one message per channel.
+    All,
 }
 
 /// When the campaign fires: exactly one of `at`, `cron` or `now`.

@@ -52,6 +52,11 @@ pub enum Code {
     InvalidUrl,
     InvalidRegex,
     EmptyRevision,
+    /// `plan`/`apply`: the audience cannot be sent within max_duration (or 7 days) at the
+    /// effective rate.
+    SendTooLong,
+    /// `apply`: a `${env:NAME}` that is not set or a `${file:PATH}` that cannot be read.
+    UnresolvedSecret,
 }
 
 impl Code {
@@ -92,6 +97,8 @@ impl Code {
             Code::InvalidUrl => "invalid-url",
             Code::InvalidRegex => "invalid-regex",
             Code::EmptyRevision => "empty-revision",
+            Code::SendTooLong => "send-too-long",
+            Code::UnresolvedSecret => "unresolved-secret",
         }
     }
 }

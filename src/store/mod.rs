@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "revisions runs outbox",
         include_str!("../../migrations/0002_revisions_runs_outbox.sql"),
     ),
+    (
+        3,
+        "audience indexes",
+        include_str!("../../migrations/0003_audience_indexes.sql"),
+    ),
 ];
 
 /// Why the store could not be used.

@@ -37,7 +37,9 @@ fn check_campaign(name: &str, spec: &CampaignSpec, out: &mut Vec<Diagnostic>) {
                     "strategy `specific` sends through exactly one channel, but `use` lists {count}"
                 ),
             )
-            .help("use `fallback` or `last_interacted` to choose among several channels"),
+            .help(
+                "use `fallback` or `last_interacted` to choose among several channels, or `all` to send on each",
+            ),
         );
     }
     let mut seen = Vec::new();
