@@ -8,6 +8,7 @@
 mod audience;
 mod contacts;
 mod plan;
+mod render;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub enum Command {
     /// Import contacts from CSV, or export them.
     #[command(subcommand)]
     Contacts(contacts::ContactsCommand),
+    /// Print exactly what a contact, or a sample of recipients, would receive, per channel.
+    Render(render::RenderArgs),
 }
 
 /// What a command ended with.
@@ -85,6 +88,7 @@ pub fn run() -> ExitCode {
         Command::Apply(args) => block_on(plan::apply(args, now)),
         Command::Audience(args) => block_on(audience::run(args, now)),
         Command::Contacts(command) => block_on(contacts::run(command, now)),
+        Command::Render(args) => block_on(render::run(args, now)),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
