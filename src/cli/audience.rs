@@ -13,13 +13,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::{DbArg, Outcome};
+use super::{DbArg, Outcome, report_invalid};
 use crate::audience::{self, AudienceError, Breakdown};
-use crate::output::{self, DiagnosticFormat};
+use crate::spec;
 use crate::spec::load::Object;
 use crate::spec::segment::BUILT_IN_SEGMENTS;
 use crate::spec::suggest::did_you_mean;
-use crate::spec::{self, Checked};
 use crate::store::Store;
 use crate::store::segments::{SampledContact, SampledRecipient};
 
@@ -194,23 +193,4 @@ fn unknown(kind: &str, name: &str, suggestion: Option<String>) {
         Some(s) => eprintln!("error: no {kind} is named `{name}`; did you mean `{s}`?"),
         None => eprintln!("error: no {kind} is named `{name}`"),
     }
-}
-
-/// Prints an invalid directory's findings to stderr, as `validate` prints them.
-fn report_invalid(checked: &Checked) -> anyhow::Result<()> {
-    let mut rendered = output::render(
-        DiagnosticFormat::Text,
-        &checked.diagnostics,
-        &checked.loaded,
-        false,
-    );
-    rendered.push_str(&output::summary(
-        checked.error_count(),
-        checked.warning_count(),
-        checked.loaded.objects.len(),
-        checked.loaded.files.len(),
-    ));
-    rendered.push('\n');
-    std::io::stderr().write_all(rendered.as_bytes())?;
-    Ok(())
 }

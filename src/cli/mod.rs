@@ -112,6 +112,25 @@ fn block_on(
         .block_on(command)
 }
 
+/// Prints an invalid directory's findings to stderr, as `validate` prints them.
+pub(super) fn report_invalid(checked: &spec::Checked) -> anyhow::Result<()> {
+    let mut rendered = output::render(
+        DiagnosticFormat::Text,
+        &checked.diagnostics,
+        &checked.loaded,
+        false,
+    );
+    rendered.push_str(&output::summary(
+        checked.error_count(),
+        checked.warning_count(),
+        checked.loaded.objects.len(),
+        checked.loaded.files.len(),
+    ));
+    rendered.push('\n');
+    std::io::stderr().write_all(rendered.as_bytes())?;
+    Ok(())
+}
+
 fn validate(
     dir: &std::path::Path,
     format: DiagnosticFormat,

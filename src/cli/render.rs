@@ -15,15 +15,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::{DbArg, Outcome};
+use super::{DbArg, Outcome, report_invalid};
 use crate::audience::{self, AudienceError, CampaignQuery, ContactFacts, Decision, MediumFacts};
 use crate::message::Content;
-use crate::output::{self, DiagnosticFormat};
 use crate::render::{ContactView, RenderError, Renderer, RunContext};
+use crate::spec;
 use crate::spec::campaign::CampaignSpec;
 use crate::spec::load::{Loaded, Object};
 use crate::spec::suggest::did_you_mean;
-use crate::spec::{self, Checked};
 use crate::store::Store;
 use crate::store::contacts::ContactRecord;
 
@@ -454,23 +453,4 @@ fn button(b: &crate::message::ButtonMessage) -> String {
         (None, Some(reply)) => format!("{} → reply {reply}", b.text),
         (None, None) => b.text.clone(),
     }
-}
-
-/// Prints an invalid directory's findings to stderr, as `validate` prints them.
-fn report_invalid(checked: &Checked) -> anyhow::Result<()> {
-    let mut rendered = output::render(
-        DiagnosticFormat::Text,
-        &checked.diagnostics,
-        &checked.loaded,
-        false,
-    );
-    rendered.push_str(&output::summary(
-        checked.error_count(),
-        checked.warning_count(),
-        checked.loaded.objects.len(),
-        checked.loaded.files.len(),
-    ));
-    rendered.push('\n');
-    std::io::stderr().write_all(rendered.as_bytes())?;
-    Ok(())
 }
