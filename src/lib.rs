@@ -8,6 +8,7 @@
 //! - [`audience`]: segments compiled to parameterized SQL, checked against an in-memory
 //!   evaluator; counts and samples over the contacts tables (migrations/).
 //! - [`contacts`]: contacts as data: CSV import and export, rows checked at the edge.
+//! - [`watch`]: file events under the campaign directory → "look again", debounced.
 //! - [`reconcile`]: the files against the store: `plan` (a pure diff) and `apply`.
 //! - [`render`]: a Template, a contact and a run → the message content, strict and bounded.
 //! - [`schedule`]: cron / at / now → the next fire times, in the schedule's time zone.
@@ -18,13 +19,19 @@
 //! - [`signing`]: Standard Webhooks signatures (`webhook-signature: v1,...`), sign and verify.
 //! - [`channels`]: the channel contract (send, classify the outcome, flush) and its
 //!   providers: `outbox` (JSON lines) and `webhook` (a signed POST).
+//! - [`engine`]: runs: the audience snapshotted into deliveries, sent in batches within
+//!   rate limits and send windows, retried, recorded, paused, cancelled, recovered.
 //! - [`output`]: how findings are shown: text with snippets, JSON, GitHub annotations.
+//! - [`daemon`]: `herald serve`: the watcher, reconciler, scheduler, engine and HTTP tasks,
+//!   and their two-phase shutdown.
 //! - [`cli`]: the commands and their options; `main.rs` only calls [`cli::run`].
 
 pub mod audience;
 pub mod channels;
 pub mod cli;
 pub mod contacts;
+pub mod daemon;
+pub mod engine;
 pub mod message;
 pub mod output;
 pub mod reconcile;
@@ -34,3 +41,4 @@ pub mod secrets;
 pub mod signing;
 pub mod spec;
 pub mod store;
+pub mod watch;

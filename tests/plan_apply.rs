@@ -261,8 +261,8 @@ fn edit_like_a_pull_request(ws: &Workspace) {
     );
     ws.edit(
         "site/channels/sms-gateway.yaml",
-        "${env:GATEWAY_SECRET}",
-        "${env:HERALD_WEBHOOK_SECRET}",
+        "${file:secrets/gateway-secret}",
+        "${file:secrets/herald-webhook-secret}",
     );
     std::fs::remove_file(ws.path("site/segments/dormant.yaml")).unwrap();
     ws.write("site/campaigns/spring-sale.yaml", SPRING_SALE);
@@ -428,12 +428,12 @@ async fn a_secret_that_does_not_resolve_rejects_the_revision_naming_the_variable
     let ws = Workspace::new();
     ws.edit(
         "site/webhooks/herald-events.yaml",
-        "${env:HERALD_WEBHOOK_SECRET}",
+        "${file:secrets/herald-webhook-secret}",
         "${env:HERALD_TEST_UNSET_VARIABLE}",
     );
     ws.edit(
         "site/channels/sms-gateway.yaml",
-        "${env:GATEWAY_SECRET}",
+        "${file:secrets/gateway-secret}",
         "${file:secrets/gateway}",
     );
     let (code, out) = ws.herald(&["apply", "site", "--db", "store.db"]);
@@ -637,7 +637,11 @@ async fn apply_refuses_a_plan_made_against_a_revision_no_longer_in_force() {
         "site/channels/sms-gateway.yaml",
         "site/webhooks/herald-events.yaml",
     ] {
-        ws.edit(file, "${env:HERALD_WEBHOOK_SECRET}", "${file:signing-key}");
+        ws.edit(
+            file,
+            "${file:secrets/herald-webhook-secret}",
+            "${file:signing-key}",
+        );
     }
     ws.write("site/signing-key", "whsec_in_a_file");
     let mut stale = reconcile::prepare(&site, Some(&store), Path::new("store.db"), now())

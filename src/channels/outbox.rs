@@ -69,7 +69,8 @@ impl std::fmt::Debug for OutboxChannel {
 
 impl OutboxChannel {
     /// Opens (creating it and its parent directories) the file at `path` for appending.
-    /// A relative path is relative to the process's working directory.
+    /// A relative `path` is taken as is (relative to the working directory); the engine joins
+    /// a Channel file's relative path to the campaign directory before it gets here.
     pub fn open(
         name: &str,
         medium: Medium,

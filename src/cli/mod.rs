@@ -9,6 +9,7 @@ mod audience;
 mod contacts;
 mod plan;
 mod render;
+pub mod serve;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ pub enum Command {
     Contacts(contacts::ContactsCommand),
     /// Print exactly what a contact, or a sample of recipients, would receive, per channel.
     Render(render::RenderArgs),
+    /// Run the daemon: watch DIR, apply each valid revision, fire campaigns on schedule.
+    Serve(serve::ServeArgs),
 }
 
 /// What a command ended with.
@@ -89,6 +92,11 @@ pub fn run() -> ExitCode {
         Command::Audience(args) => block_on(audience::run(args, now)),
         Command::Contacts(command) => block_on(contacts::run(command, now)),
         Command::Render(args) => block_on(render::run(args, now)),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(serve::run(args))),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

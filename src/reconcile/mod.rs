@@ -115,9 +115,26 @@ pub async fn prepare(
     store_path: &Path,
     now: jiff::Timestamp,
 ) -> anyhow::Result<Prepared> {
+    prepare_with(dir, store, store_path, now, false).await
+}
+
+/// [`prepare`], and with `allow_empty` a directory with no documents is valid (applying it
+/// retires every object): `herald serve --allow-empty`.
+pub async fn prepare_with(
+    dir: &Path,
+    store: Option<&Store>,
+    store_path: &Path,
+    now: jiff::Timestamp,
+    allow_empty: bool,
+) -> anyhow::Result<Prepared> {
     let loaded = spec::load_dir(dir)?;
     let hash = plan::loaded_hash(&loaded);
-    let checked = spec::validate(loaded, now);
+    let mut checked = spec::validate(loaded, now);
+    if allow_empty {
+        checked
+            .diagnostics
+            .retain(|d| d.code != spec::Code::EmptyRevision);
+    }
     let path = store_path.display().to_string();
     let in_force = match store {
         Some(store) => store
@@ -151,13 +168,7 @@ pub async fn prepare(
         .in_force
         .iter()
         .flat_map(|r| &r.specs)
-        .map(|s| StoredObject {
-            kind: s.kind,
-            name: s.name.clone(),
-            body: s.body.clone(),
-            file: s.file.clone(),
-            line: s.line,
-        })
+        .map(StoredObject::from)
         .collect();
     let desired = &prepared.checked.loaded;
     let audiences = match store {

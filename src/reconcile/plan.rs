@@ -39,6 +39,18 @@ pub struct StoredObject {
     pub line: u32,
 }
 
+impl From<&crate::store::revisions::StoredSpec> for StoredObject {
+    fn from(s: &crate::store::revisions::StoredSpec) -> Self {
+        StoredObject {
+            kind: s.kind,
+            name: s.name.clone(),
+            body: s.body.clone(),
+            file: s.file.clone(),
+            line: s.line,
+        }
+    }
+}
+
 /// What happens to one object.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "lowercase")]

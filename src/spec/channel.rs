@@ -252,7 +252,8 @@ pub struct WebhookChannelSettings {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxSettings {
-    /// Relative paths are relative to the directory herald was started in.
+    /// Relative paths are relative to the campaign directory, like `${file:PATH}` secrets, so
+    /// the file is the same wherever herald is started.
     pub path: Located<String>,
 }
 

@@ -149,7 +149,7 @@ type ContactJson = (
 );
 
 /// Runs a [`SELECT_CONTACTS_JSON`] query and decodes its contacts, in row-key order.
-async fn fetch_contacts<'c>(
+pub(super) async fn fetch_contacts<'c>(
     executor: impl sqlx::SqliteExecutor<'c>,
     source: &str,
     binds: Vec<Bound>,
@@ -176,7 +176,7 @@ async fn fetch_contacts<'c>(
     Ok(out)
 }
 
-enum Bound {
+pub(super) enum Bound {
     Int(i64),
     Text(String),
 }

@@ -11,7 +11,10 @@
 //! directory's revisions and the specs they put in force).
 
 pub mod contacts;
+pub mod deliveries;
 pub mod revisions;
+pub mod runs;
+pub mod schedule;
 pub mod segments;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "audience indexes",
         include_str!("../../migrations/0003_audience_indexes.sql"),
+    ),
+    (
+        4,
+        "engine",
+        include_str!("../../migrations/0004_engine.sql"),
     ),
 ];
 
@@ -92,7 +100,9 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536"); // 64 MiB per connection
+            // 8 MiB per connection: five connections must fit in the daemon's 100 MB budget;
+            // reads of a large table are served by the OS page cache anyway.
+            .pragma("cache_size", "-8192");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())

@@ -148,21 +148,10 @@ impl Store {
         )
         .fetch_all(self.reader())
         .await?;
-        let mut specs = Vec::with_capacity(rows.len());
-        for row in rows {
-            let kind: String = row.try_get("kind")?;
-            let body: String = row.try_get("body")?;
-            let decode = |e: String| sqlx::Error::Decode(e.into());
-            specs.push(StoredSpec {
-                kind: Kind::parse(&kind).ok_or_else(|| decode(format!("unknown kind {kind}")))?,
-                name: row.try_get("name")?,
-                body: serde_json::from_str(&body).map_err(|e| decode(e.to_string()))?,
-                hash: row.try_get("hash")?,
-                file: row.try_get("file")?,
-                line: u32::try_from(row.try_get::<i64, _>("line")?).unwrap_or(0),
-                introduced_in: row.try_get("introduced_in")?,
-            });
-        }
+        let mut specs = rows
+            .iter()
+            .map(stored_spec)
+            .collect::<Result<Vec<_>, _>>()?;
         specs.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         Ok(Some(RevisionInForce {
             id,
@@ -299,4 +288,20 @@ impl Store {
         tx.commit().await?;
         Ok(applied)
     }
+}
+
+/// A `specs` row (`kind, name, body, hash, file, line, introduced_in`) as a [`StoredSpec`].
+pub(super) fn stored_spec(row: &sqlx::sqlite::SqliteRow) -> Result<StoredSpec, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    let body: String = row.try_get("body")?;
+    let decode = |e: String| sqlx::Error::Decode(e.into());
+    Ok(StoredSpec {
+        kind: Kind::parse(&kind).ok_or_else(|| decode(format!("unknown kind {kind}")))?,
+        name: row.try_get("name")?,
+        body: serde_json::from_str(&body).map_err(|e| decode(e.to_string()))?,
+        hash: row.try_get("hash")?,
+        file: row.try_get("file")?,
+        line: u32::try_from(row.try_get::<i64, _>("line")?).unwrap_or(0),
+        introduced_in: row.try_get("introduced_in")?,
+    })
 }

@@ -9,7 +9,9 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
-use crate::audience::{Breakdown, CampaignQuery, CompiledSegment, ExclusionReason, SqlValue};
+use crate::audience::{
+    Breakdown, CampaignQuery, CompiledSegment, ExclusionReason, FrequencyCapQuery, SqlValue,
+};
 use crate::spec::campaign::{Consent, Strategy};
 use crate::spec::channel::Medium;
 
@@ -100,7 +102,7 @@ impl Store {
     /// by the rules of [`crate::audience::campaign_query`]. One query, grouped in SQL: no
     /// contact row leaves the database.
     pub async fn campaign_breakdown(&self, query: &CampaignQuery) -> Result<Breakdown, StoreError> {
-        let (decided, params) = decided_sql(query, false);
+        let (decided, params) = decided_sql(query, &[], false);
         let k = query.channels.len();
         let mut sql = format!("{decided} SELECT count(*)");
         for reason in ExclusionReason::ALL {
@@ -141,7 +143,7 @@ impl Store {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let (decided, params) = decided_sql(query, true);
+        let (decided, params) = decided_sql(query, NAMES, false);
         let k = query.channels.len();
         let flags: String = (0..k).map(|i| format!(", s{i}")).collect();
         // No ORDER BY: `decided` comes out of `GROUP BY c.pk`, so in row-key order already,
@@ -170,8 +172,15 @@ impl Store {
     }
 }
 
+/// Contact columns a caller of [`decided_sql`] wants carried through to `decided`, as
+/// (alias, expression over `contacts c`); fixed text, never user input.
+pub(crate) type CarriedColumns = &'static [(&'static str, &'static str)];
+
+/// For previews: who.
+const NAMES: CarriedColumns = &[("id", "c.id"), ("name", "c.name")];
+
 /// The campaign's decision per audience member as a CTE `decided(pk, r, s0 .. s{k-1})`
-/// (and `id`, `name` after `pk` when `names`), in row-key order:
+/// (and the `carried` contact columns after `pk`), in row-key order:
 /// `r` is 0 for a recipient, else [`ExclusionReason::code`]; `s{i}` is 1 when a message goes
 /// out on channel `i` of `use`. Built in three layers: `base` reads each member's facts,
 /// `codes` gives each channel the code of its first failing check, `decided` applies the
@@ -199,7 +208,20 @@ impl Store {
 /// Nothing from the files is spliced: segment SQL honours [`CompiledSegment`]'s contract,
 /// media and counts are bound, and address columns come from the closed [`Medium`] enum.
 /// Channel names never enter the SQL: channels are positions.
-fn decided_sql(query: &CampaignQuery, names: bool) -> (String, Vec<SqlValue>) {
+///
+/// This is the one place the decision is made: [`Store::campaign_breakdown`] counts it and
+/// the run snapshot (`store::runs`) writes it as delivery rows, so the plan's "N messages
+/// to M recipients" and a run's rows cannot disagree.
+///
+/// With `capped_table`, the frequency cap's set is read from the temporary table
+/// [`CAPPED_TABLE`] (filled by [`capped_sql`]) instead of from `deliveries`: an
+/// `INSERT INTO deliveries` whose SELECT reads `deliveries` would make SQLite buffer the
+/// whole result before inserting, which for a run snapshot is the whole audience.
+pub(crate) fn decided_sql(
+    query: &CampaignQuery,
+    carried: CarriedColumns,
+    capped_table: bool,
+) -> (String, Vec<SqlValue>) {
     let k = query.channels.len();
     let mut params = Vec::new();
     let mut media: Vec<Medium> = Vec::new();
@@ -215,12 +237,15 @@ fn decided_sql(query: &CampaignQuery, names: bool) -> (String, Vec<SqlValue>) {
             .expect("every channel's medium is listed")
     };
 
-    let names_column = if names { ", id, name" } else { "" };
+    let names_column: String = carried
+        .iter()
+        .map(|(alias, _)| format!(", {alias}"))
+        .collect();
 
     // base: one row per audience member.
     let mut base = String::from("SELECT c.pk AS pk, ");
-    if names {
-        base.push_str("c.id AS id, c.name AS name, ");
+    for (alias, expr) in carried {
+        base.push_str(&format!("{expr} AS {alias}, "));
     }
     if query.exclude.is_empty() {
         base.push_str("0 AS x");
@@ -237,6 +262,9 @@ fn decided_sql(query: &CampaignQuery, names: bool) -> (String, Vec<SqlValue>) {
     }
     match query.frequency_cap {
         None => base.push_str(", 0 AS capped"),
+        Some(_) if capped_table => base.push_str(&format!(
+            ", c.pk IN (SELECT contact_pk FROM {CAPPED_TABLE}) AS capped"
+        )),
         Some(cap) => {
             base.push_str(
                 ", c.pk IN (SELECT d.contact_pk FROM deliveries d \
@@ -378,4 +406,102 @@ fn address_column(medium: Medium) -> &'static str {
         Medium::Email => "c.email",
         Medium::Telegram => "c.telegram",
     }
+}
+
+/// The temporary table holding the contacts over a campaign's frequency cap during a run
+/// snapshot (on the writer's connection, inside the snapshot's transaction).
+pub(crate) const CAPPED_TABLE: &str = "temp.snapshot_capped";
+
+/// Statements that fill [`CAPPED_TABLE`] with the contacts that have at least `cap.max`
+/// deliveries sent since `cap.since_ms` (the same set the breakdown's subquery computes),
+/// and their parameters. Its size follows the contacts recently sent to, not the audience.
+pub(crate) fn capped_sql(cap: FrequencyCapQuery) -> [(String, Vec<SqlValue>); 3] {
+    [
+        (
+            "CREATE TEMP TABLE IF NOT EXISTS snapshot_capped (contact_pk INTEGER PRIMARY KEY)"
+                .to_string(),
+            Vec::new(),
+        ),
+        (format!("DELETE FROM {CAPPED_TABLE}"), Vec::new()),
+        (
+            format!(
+                "INSERT INTO {CAPPED_TABLE} (contact_pk) SELECT d.contact_pk FROM deliveries d \
+                 WHERE d.sent_at IS NOT NULL AND d.sent_at >= ? \
+                 GROUP BY +d.contact_pk HAVING count(*) >= ?"
+            ),
+            vec![
+                SqlValue::Int(cap.since_ms),
+                SqlValue::Int(i64::from(cap.max)),
+            ],
+        ),
+    ]
+}
+
+/// Contact columns the run snapshot carries: the external id and every address column.
+const SNAPSHOT: CarriedColumns = &[
+    ("id", "c.id"),
+    ("phone", "c.phone"),
+    ("email", "c.email"),
+    ("telegram", "c.telegram"),
+];
+
+/// The run snapshot as one `INSERT … SELECT` over [`decided_sql`]: for each audience member,
+/// one `pending` row per channel the decision sends on (with the address copied, due at
+/// `now_ms`), or one `excluded` row (channel NULL) with the reason's name. Idempotency keys
+/// are `{key_prefix}{contact pk}-{channel position}` (position 0 for an exclusion).
+///
+/// `decided` is scanned once, as the outer loop of a `CROSS JOIN` with the k + 1 row
+/// positions (SQLite never reorders a CROSS JOIN), so nothing proportional to the audience
+/// is materialized. Channel names are bound, not spliced.
+pub(crate) fn snapshot_sql(
+    query: &CampaignQuery,
+    run_id: i64,
+    key_prefix: &str,
+    now_ms: i64,
+) -> (String, Vec<SqlValue>) {
+    let (decided, mut params) = decided_sql(query, SNAPSHOT, true);
+    let k = query.channels.len();
+    let positions: Vec<String> = (0..=k).map(|i| format!("({i})")).collect();
+    let mut channel = String::from("CASE p.column1 WHEN 0 THEN NULL");
+    let mut address = String::from("CASE p.column1 WHEN 0 THEN NULL");
+    let mut wanted = String::from("CASE p.column1 WHEN 0 THEN d.r <> 0");
+    let mut channel_params = Vec::new();
+    for (i, c) in query.channels.iter().enumerate() {
+        channel.push_str(&format!(" WHEN {} THEN ?", i + 1));
+        channel_params.push(SqlValue::Text(c.name.clone()));
+        let column = match c.medium {
+            Medium::Sms | Medium::Whatsapp => "d.phone",
+            Medium::Email => "d.email",
+            Medium::Telegram => "d.telegram",
+        };
+        address.push_str(&format!(" WHEN {} THEN {column}", i + 1));
+        wanted.push_str(&format!(" WHEN {} THEN d.s{i}", i + 1));
+    }
+    channel.push_str(" END");
+    address.push_str(" END");
+    wanted.push_str(" ELSE 0 END");
+    let mut reason = String::from("CASE d.r");
+    for r in ExclusionReason::ALL {
+        // Names from the closed enum, not user text.
+        reason.push_str(&format!(" WHEN {} THEN '{}'", r.code(), r.as_str()));
+    }
+    reason.push_str(" END");
+    let sql = format!(
+        "{decided} INSERT INTO deliveries (run_id, contact_pk, contact_id, channel, address, \
+         status, reason, next_attempt_at, idempotency_key, created_at, updated_at) \
+         SELECT ?, d.pk, d.id, {channel}, {address}, \
+         CASE WHEN p.column1 = 0 THEN 'excluded' ELSE 'pending' END, \
+         CASE WHEN p.column1 = 0 THEN {reason} END, \
+         CASE WHEN p.column1 = 0 THEN NULL ELSE ? END, \
+         ? || d.pk || '-' || p.column1, ?, ? \
+         FROM decided d CROSS JOIN (VALUES {}) p WHERE {wanted}",
+        positions.join(", ")
+    );
+    params.push(SqlValue::Int(run_id));
+    params.extend(channel_params);
+    params.push(SqlValue::Int(now_ms));
+    params.push(SqlValue::Text(key_prefix.to_string()));
+    params.push(SqlValue::Int(now_ms));
+    params.push(SqlValue::Int(now_ms));
+    (sql, params)
 }

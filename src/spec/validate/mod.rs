@@ -25,7 +25,7 @@ use super::segment::SegmentSpec;
 use super::template::TemplateSpec;
 use super::webhook::WebhookSpec;
 
-pub use schedule::{ParsedSchedule, parse_at};
+pub use schedule::{ParsedSchedule, parse_at, resolve_local};
 pub use templates::{CONTACT_FIELDS, RUN_SCOPE};
 
 /// A directory that has been read and validated.

@@ -38,10 +38,7 @@ impl ParsedSchedule {
     pub fn next_after(&self, after: &Zoned) -> Option<Zoned> {
         match self {
             ParsedSchedule::At(at) => (at.timestamp() > after.timestamp()).then(|| at.clone()),
-            ParsedSchedule::Cron { cron, zone } => {
-                let local = after.with_time_zone(zone.clone());
-                cron.find_next_occurrence(&local, false).ok()
-            }
+            ParsedSchedule::Cron { cron, zone } => next_cron(cron, zone, after.timestamp()),
             ParsedSchedule::Now => None,
         }
     }
@@ -195,7 +192,8 @@ pub(crate) fn parse_cron(text: &str) -> Result<croner::Cron, String> {
 
 /// Parses `at`: a local date-time in `zone` (`2026-11-27T09:00:00`, seconds optional), or an
 /// instant with an offset (`2026-11-27T09:00:00-05:00`, `...Z`). A local time that does not
-/// exist (a DST gap) moves forward to the next valid instant; an ambiguous one takes the first.
+/// exist (a DST gap) moves forward to the next valid instant, the end of the gap; an
+/// ambiguous one takes the first.
 pub fn parse_at(text: &str, zone: TimeZone) -> Result<Zoned, String> {
     if let Ok(ts) = text.parse::<Timestamp>() {
         return Ok(ts.to_zoned(zone));
@@ -203,9 +201,52 @@ pub fn parse_at(text: &str, zone: TimeZone) -> Result<Zoned, String> {
     let civil: jiff::civil::DateTime = text.parse().map_err(|_| {
         format!("`{text}` is not a date and time: write e.g. 2026-11-27T09:00:00 (in the schedule's timezone)")
     })?;
-    zone.to_ambiguous_zoned(civil)
-        .compatible()
+    resolve_local(civil, &zone)
         .map_err(|e| format!("`{text}` cannot be placed in its time zone: {e}"))
+}
+
+/// The next cron occurrence strictly after `after`, matched on the zone's wall clock.
+///
+/// The pattern is matched against civil (wall-clock) times, which are then placed in the
+/// zone by [`resolve_local`]: a wall-clock time skipped by a spring-forward fires at the
+/// instant the clocks jump (02:30 in New York's gap fires at 03:00 EDT), and one repeated by
+/// a fall-back fires once, at its first occurrence. Occurrences that land on or before
+/// `after` once placed (the gap's instant already fired, the first pass of a repeated hour
+/// already gone) are passed over, so each instant fires at most once.
+fn next_cron(cron: &croner::Cron, zone: &TimeZone, after: Timestamp) -> Option<Zoned> {
+    let civil = after.to_zoned(zone.clone()).datetime();
+    let mut cursor = civil.to_zoned(TimeZone::UTC).ok()?;
+    // Bounded: each step moves the civil cursor to the pattern's next match, and at most a
+    // few matches per DST change can land on or before `after`.
+    for _ in 0..1_000 {
+        let next = cron.find_next_occurrence(&cursor, false).ok()?;
+        let placed = resolve_local(next.datetime(), zone).ok()?;
+        if placed.timestamp() > after {
+            return Some(placed);
+        }
+        cursor = next;
+    }
+    None
+}
+
+/// A wall-clock time placed in `zone`: a time that does not exist (inside a DST gap) becomes
+/// the instant the gap ends, the next valid instant (02:30 on New York's spring-forward day
+/// is 03:00 EDT); an ambiguous one (a fall-back fold) takes the first, earlier instant.
+pub fn resolve_local(civil: jiff::civil::DateTime, zone: &TimeZone) -> Result<Zoned, jiff::Error> {
+    use jiff::tz::AmbiguousOffset;
+    let ambiguous = zone.to_ambiguous_zoned(civil);
+    match ambiguous.offset() {
+        AmbiguousOffset::Gap { after, .. } => {
+            // Read with the later offset the time falls before the jump; the zone's first
+            // transition after that instant is the jump itself.
+            let before_jump = after.to_timestamp(civil)?;
+            match zone.following(before_jump).next() {
+                Some(transition) => Ok(transition.timestamp().to_zoned(zone.clone())),
+                None => ambiguous.compatible(),
+            }
+        }
+        _ => ambiguous.earlier(),
+    }
 }
 
 /// Checks an IANA zone name, suggesting the closest known one.

@@ -1,0 +1,982 @@
+//! The run engine: a campaign's firing becomes a run pinned to its revision, its audience
+//! is snapshotted into delivery rows, and a worker drains them in batches through the
+//! channels within their limits, recording every result (DESIGN.md section 4).
+//!
+//! The worker's single step is public: [`Engine::dispatch_once`] claims one batch of due
+//! deliveries (fairly across runs and channels), re-checks consent, frequency caps and send
+//! windows, renders, sends within the rate limits and the channels' `max_in_flight`, and
+//! records the results in batched transactions. [`Engine::run`] loops it until shutdown.
+
+mod pinned;
+pub mod rate;
+pub mod window;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::audience::{CompiledSegment, SqlValue, campaign_query};
+use crate::channels::SendOutcome;
+use crate::message::OutboundMessage;
+use crate::render::{ContactView, RunContext};
+use crate::spec::campaign::Consent;
+use crate::store::deliveries::{ClaimSlot, Claimed, Recorded};
+use crate::store::runs::NewRun;
+use crate::store::{Store, StoreError};
+use pinned::{ChannelHandle, PinnedRun, Shared};
+
+pub use pinned::{
+    DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_DURATION,
+};
+
+/// Deliveries claimed by one [`Engine::dispatch_once`] at most.
+pub const BATCH: u32 = 1000;
+
+/// How far ahead a claim looks at a rate limit: a (run, channel) gets no more rows than
+/// its limiters can let through in this time, so a slow channel never holds up a batch.
+const RATE_HORIZON: Duration = Duration::from_secs(1);
+
+/// How long [`Engine::run`] sleeps when nothing is due (a new run, a resume or shutdown
+/// wake it sooner).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// Batches [`Engine::run`] keeps in flight: while one records its results, the next sends.
+const PIPELINE: usize = 2;
+
+/// The reason of a delivery interrupted by a crash on a channel that cannot de-duplicate.
+pub const INTERRUPTED: &str = "interrupted while sending; may or may not have been delivered";
+
+/// A run's id (the `runs.id` row key).
+pub type RunId = i64;
+
+/// Where the engine reads the time. Tests inject a manual clock.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// Why a run starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The scheduler fired this occurrence. At most one run exists per occurrence.
+    Schedule { occurrence: jiff::Timestamp },
+    /// An operator started the campaign now.
+    Manual,
+    /// A test send to one contact, sent even if the campaign is disabled and never counted
+    /// in the campaign's figures.
+    Test { contact_id: String },
+}
+
+/// Why the engine could not do what was asked. Variants are what callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no revision is applied yet")]
+    NoRevision,
+    #[error("no campaign is named `{0}` in the revision in force")]
+    UnknownCampaign(String),
+    #[error("campaign `{0}` is disabled")]
+    CampaignDisabled(String),
+    #[error("no contact has the id `{0}`")]
+    UnknownContact(String),
+    #[error("no run has the id {0}")]
+    UnknownRun(RunId),
+    #[error("run {run} is {status}, so it cannot be {action}")]
+    InvalidState {
+        run: RunId,
+        status: String,
+        action: &'static str,
+    },
+    #[error("campaign `{campaign}` cannot be prepared: {message}")]
+    Campaign { campaign: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for EngineError {
+    fn from(e: sqlx::Error) -> Self {
+        EngineError::Store(StoreError::Sql(e))
+    }
+}
+
+pub use crate::store::deliveries::DeliveryStatus;
+pub use crate::store::runs::{PausedBy, RunState, RunStatus};
+
+/// What [`Engine::recover`] did with the deliveries a previous process left in `sending`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Put back to `pending`: their channel honours idempotency keys, so they are sent
+    /// again with the same key.
+    pub resent: u64,
+    /// Marked `unknown`: their channel does not honour keys; they may or may not have
+    /// been delivered and are never sent twice.
+    pub unknown: u64,
+    /// Per (run, channel): (resent, unknown).
+    pub by_run: Vec<RecoveredRun>,
+}
+
+/// One run and channel's share of a [`RecoveryReport`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveredRun {
+    pub run: RunId,
+    pub channel: String,
+    pub resent: u64,
+    pub unknown: u64,
+}
+
+/// The run engine. Cheap to clone: every clone shares one state.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    campaign_dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    /// Runs' pinned configurations, built on first use and dropped when the run ends.
+    pinned: Mutex<HashMap<RunId, Arc<PinnedRun>>>,
+    shared: Mutex<Shared>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("campaign_dir", &self.inner.campaign_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Full jitter: uniform in [0, min(max, initial × 2^(attempt − 1))].
+fn backoff(initial: Duration, max: Duration, attempt: u32, seed: i64) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let cap = exp.min(max);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(seed);
+    h.write_u32(attempt);
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    cap.mul_f64(unit)
+}
+
+/// One claimed delivery, decided before sending.
+enum Prepared {
+    Send(Box<OutboundMessage>, Arc<ChannelHandle>, Arc<PinnedRun>),
+    Done(Recorded),
+}
+
+impl Engine {
+    /// An engine over `store`. `campaign_dir` is the base of `${file:}` secrets and of
+    /// relative outbox paths.
+    pub fn new(store: Store, campaign_dir: PathBuf, clock: Arc<dyn Clock>) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                campaign_dir,
+                clock,
+                pinned: Mutex::new(HashMap::new()),
+                shared: Mutex::new(Shared::default()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    fn now(&self) -> jiff::Timestamp {
+        self.inner.clock.now()
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Creates a run of `campaign` pinned to the revision in force and snapshots its
+    /// deliveries. A schedule trigger for an occurrence that already has a run returns that
+    /// run (never two runs per occurrence).
+    ///
+    /// Fails if no revision is applied, the campaign is not in it, it is disabled (test
+    /// sends excepted), or a test contact does not exist.
+    pub async fn start_run(&self, campaign: &str, trigger: Trigger) -> Result<RunId, EngineError> {
+        let now = self.now();
+        if let Trigger::Schedule { occurrence } = &trigger
+            && let Some(run) = self
+                .store()
+                .run_for_occurrence(campaign, *occurrence)
+                .await?
+        {
+            return Ok(run);
+        }
+        let revision = self
+            .store()
+            .revision_in_force()
+            .await?
+            .ok_or(EngineError::NoRevision)?;
+        let loaded = pinned::loaded_of(&revision.specs);
+        let spec = pinned::campaign_of(&loaded, campaign)
+            .ok_or_else(|| EngineError::UnknownCampaign(campaign.to_string()))?;
+        let test = matches!(trigger, Trigger::Test { .. });
+        if !spec.enabled && !test {
+            return Err(EngineError::CampaignDisabled(campaign.to_string()));
+        }
+        let mut query =
+            campaign_query(&loaded, campaign, now).map_err(|e| EngineError::Campaign {
+                campaign: campaign.to_string(),
+                message: e.to_string(),
+            })?;
+        if let Trigger::Test { contact_id } = &trigger {
+            if self.store().contact(contact_id).await?.is_none() {
+                return Err(EngineError::UnknownContact(contact_id.clone()));
+            }
+            // One contact, whatever the segments say; consent and opt-out still apply.
+            query.audience = CompiledSegment {
+                where_sql: "c.id = ?".into(),
+                params: vec![SqlValue::Text(contact_id.clone())],
+            };
+            query.exclude.clear();
+            query.frequency_cap = None;
+        }
+        let campaign_spec_id = self
+            .store()
+            .campaign_spec_id(campaign, revision.id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownCampaign(campaign.to_string()))?;
+        let (trigger_name, occurrence) = match &trigger {
+            Trigger::Schedule { occurrence } => ("schedule", Some(*occurrence)),
+            Trigger::Manual => ("manual", None),
+            Trigger::Test { .. } => ("test", None),
+        };
+        let zone = pinned::schedule_zone(spec);
+        // local_time: the schedule's wall-clock time, in each contact's zone; a time that
+        // has already passed there goes out at once.
+        let wall = occurrence.unwrap_or(now).to_zoned(zone.clone()).datetime();
+        let local_start = move |name: Option<&str>| -> i64 {
+            let tz = name
+                .and_then(|n| jiff::tz::TimeZone::get(n).ok())
+                .unwrap_or_else(|| zone.clone());
+            wall.to_zoned(tz)
+                .map(|z| z.timestamp())
+                .unwrap_or(now)
+                .max(now)
+                .as_millisecond()
+        };
+        let new = NewRun {
+            campaign,
+            campaign_spec_id,
+            revision: revision.id,
+            trigger: trigger_name,
+            occurrence,
+            max_duration_ms: ms(pinned::max_duration(spec)),
+        };
+        let local = (spec.local_time && !test).then_some(&local_start as _);
+        let (run, _) = self.store().create_run(&new, &query, local, now).await?;
+        self.inner.wake.notify_one();
+        Ok(run)
+    }
+
+    /// Records a skipped run for an occurrence missed outside its grace window (or returns
+    /// the run that occurrence already has).
+    pub async fn skip_run(
+        &self,
+        campaign: &str,
+        occurrence: jiff::Timestamp,
+        reason: &str,
+    ) -> Result<RunId, EngineError> {
+        let revision = self
+            .store()
+            .revision_in_force()
+            .await?
+            .ok_or(EngineError::NoRevision)?;
+        let spec_id = self
+            .store()
+            .campaign_spec_id(campaign, revision.id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownCampaign(campaign.to_string()))?;
+        Ok(self
+            .store()
+            .skip_run(
+                campaign,
+                spec_id,
+                revision.id,
+                occurrence,
+                reason,
+                self.now(),
+            )
+            .await?)
+    }
+
+    /// The pinned configuration of `run`, built on first use.
+    async fn pinned(
+        &self,
+        run: &crate::store::runs::RunRow,
+    ) -> Result<Arc<PinnedRun>, EngineError> {
+        if let Some(p) = lock(&self.inner.pinned).get(&run.id) {
+            return Ok(p.clone());
+        }
+        let specs = self.store().specs_at_revision(run.revision).await?;
+        let built = {
+            let mut shared = lock(&self.inner.shared);
+            pinned::pin(run.clone(), &specs, &self.inner.campaign_dir, &mut shared)
+        };
+        let p = Arc::new(built.map_err(|message| EngineError::Campaign {
+            campaign: run.campaign.clone(),
+            message,
+        })?);
+        lock(&self.inner.pinned).insert(run.id, p.clone());
+        Ok(p)
+    }
+
+    /// One batch: claim due deliveries (fairly across runs and channels), render, send
+    /// within limits, record. Returns how many were attempted (sent, or settled without
+    /// sending: skipped or failed); rows put back to wait for a send window do not count.
+    ///
+    /// Fairness: every running run gets an equal share of [`BATCH`] per channel it uses,
+    /// cut to what the channel's and the campaign's rate limits can let through in the next
+    /// second (shared by the runs on that channel), so runs of different campaigns proceed
+    /// together and split a channel's rate.
+    pub async fn dispatch_once(&self) -> Result<usize, EngineError> {
+        let now = self.now();
+        let active = self.store().active_runs().await?;
+        {
+            let ids: Vec<RunId> = active.iter().map(|r| r.id).collect();
+            lock(&self.inner.pinned).retain(|id, _| ids.contains(id));
+        }
+        let mut runs: BTreeMap<RunId, Arc<PinnedRun>> = BTreeMap::new();
+        for run in active.iter().filter(|r| r.status == RunState::Running) {
+            match self.pinned(run).await {
+                Ok(p) => {
+                    runs.insert(run.id, p);
+                }
+                Err(EngineError::Campaign { message, .. }) => {
+                    // The pinned revision cannot be sent (it lacks the campaign's template
+                    // or channel, or holds an unusable setting): nothing will change that.
+                    tracing::error!(run = run.id, error = %message, "the run cannot be sent; it fails");
+                    self.store().fail_run(run.id, &message, now).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let slots = claim_slots(&runs);
+        let (claimed, housekeeping) = self.store().claim(&slots, now).await?;
+        if !housekeeping.finished_runs.is_empty() {
+            let mut pinned = lock(&self.inner.pinned);
+            for id in &housekeeping.finished_runs {
+                pinned.remove(id);
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let prepared = self.prepare(&claimed, &runs, now).await?;
+        let mut attempted = 0;
+        let mut results: Vec<Recorded> = Vec::with_capacity(claimed.len());
+        let mut sends: JoinSet<(usize, SendOutcome)> = JoinSet::new();
+        let mut sending: Vec<(Claimed, Arc<ChannelHandle>, Arc<PinnedRun>)> = Vec::new();
+        for (row, p) in claimed.into_iter().zip(prepared) {
+            match p {
+                Prepared::Done(r) => {
+                    if r.attempts_delta == 0 {
+                        attempted += 1;
+                    }
+                    results.push(r);
+                }
+                Prepared::Send(message, handle, run) => {
+                    attempted += 1;
+                    let i = sending.len();
+                    sending.push((row, handle.clone(), run.clone()));
+                    sends.spawn(async move {
+                        // In-flight first, then the rate: a send leaves the moment its
+                        // limiters let it, never queued behind a full channel after that.
+                        let _permit = handle.in_flight.clone().acquire_owned().await;
+                        let limiters: Vec<&rate::Gcra> = handle
+                            .limiter
+                            .iter()
+                            .chain(run.campaign_limit.iter())
+                            .map(|g| g.as_ref())
+                            .collect();
+                        rate::acquire(&limiters).await;
+                        (i, handle.channel.send(&message).await)
+                    });
+                }
+            }
+        }
+        let mut outcomes: Vec<Option<SendOutcome>> = vec![None; sending.len()];
+        while let Some(done) = sends.join_next().await {
+            match done {
+                Ok((i, outcome)) => outcomes[i] = Some(outcome),
+                Err(e) => tracing::error!(error = %e, "a send task failed"),
+            }
+        }
+        // `sent` is recorded only once the channel made it durable (the outbox batches).
+        let mut flush_failed: HashMap<usize, String> = HashMap::new();
+        let mut flushed: Vec<usize> = Vec::new();
+        for (_, handle, _) in &sending {
+            let key = Arc::as_ptr(handle) as usize;
+            if flushed.contains(&key) {
+                continue;
+            }
+            flushed.push(key);
+            let mut result = handle.channel.flush().await;
+            if result.is_err() {
+                result = handle.channel.flush().await;
+            }
+            if let Err(e) = result {
+                flush_failed.insert(key, e.to_string());
+            }
+        }
+        let recorded_at = self.now();
+        for ((row, handle, run), outcome) in sending.iter().zip(outcomes) {
+            let outcome =
+                outcome.unwrap_or_else(|| SendOutcome::transient("the send task stopped"));
+            let medium = handle.channel.medium();
+            let mut r = Recorded {
+                id: row.id,
+                contact_pk: row.contact_pk,
+                medium,
+                status: DeliveryStatus::Sent,
+                reason: None,
+                next_attempt_at: None,
+                provider_message_id: None,
+                attempts_delta: 0,
+                opt_out: false,
+            };
+            match outcome {
+                SendOutcome::Sent {
+                    provider_message_id,
+                } => {
+                    if let Some(e) = flush_failed.get(&(Arc::as_ptr(handle) as usize)) {
+                        r.status = DeliveryStatus::Unknown;
+                        r.reason = Some(format!("accepted but not made durable: {e}"));
+                    } else {
+                        r.provider_message_id = provider_message_id;
+                    }
+                }
+                SendOutcome::Transient {
+                    reason,
+                    retry_after,
+                } => {
+                    if row.attempts >= run.max_attempts {
+                        r.status = DeliveryStatus::Failed;
+                        r.reason = Some(format!(
+                            "{reason} (gave up after {} attempts)",
+                            row.attempts
+                        ));
+                    } else {
+                        let wait =
+                            backoff(run.initial_backoff, run.max_backoff, row.attempts, row.id)
+                                .max(retry_after.unwrap_or_default());
+                        r.status = DeliveryStatus::Retry;
+                        r.reason = Some(reason);
+                        r.next_attempt_at =
+                            Some(recorded_at.as_millisecond().saturating_add(ms(wait)));
+                    }
+                }
+                SendOutcome::Permanent { reason, opted_out } => {
+                    r.status = DeliveryStatus::Failed;
+                    r.reason = Some(reason);
+                    r.opt_out = opted_out;
+                }
+            }
+            results.push(r);
+        }
+        self.store().record(&results, recorded_at).await?;
+        Ok(attempted)
+    }
+
+    /// Re-checks consent, opt-out, frequency cap and send windows, and renders, for each
+    /// claimed row: a message to send, or the row's result without sending.
+    async fn prepare(
+        &self,
+        claimed: &[Claimed],
+        runs: &BTreeMap<RunId, Arc<PinnedRun>>,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<Prepared>, EngineError> {
+        let pks: Vec<i64> = claimed.iter().map(|c| c.contact_pk).collect();
+        let contacts = self.store().contacts_by_pk(&pks).await?;
+        let mut sent_counts: BTreeMap<RunId, BTreeMap<i64, u32>> = BTreeMap::new();
+        for (id, run) in runs {
+            if let Some((_, per)) = run.frequency_cap {
+                let pks: Vec<i64> = claimed
+                    .iter()
+                    .filter(|c| c.run == *id)
+                    .map(|c| c.contact_pk)
+                    .collect();
+                if !pks.is_empty() {
+                    let since = now.as_millisecond().saturating_sub(ms(per));
+                    sent_counts.insert(*id, self.store().sent_since(&pks, since).await?);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(claimed.len());
+        for row in claimed {
+            let done = |status: DeliveryStatus, reason: String, medium| {
+                Prepared::Done(Recorded {
+                    id: row.id,
+                    contact_pk: row.contact_pk,
+                    medium,
+                    status,
+                    reason: Some(reason),
+                    next_attempt_at: None,
+                    provider_message_id: None,
+                    attempts_delta: 0,
+                    opt_out: false,
+                })
+            };
+            let fallback_medium = crate::spec::channel::Medium::Sms;
+            let Some(run) = runs.get(&row.run) else {
+                // Claimed rows always belong to a running run we pinned.
+                out.push(done(
+                    DeliveryStatus::Failed,
+                    "the run could not be prepared".into(),
+                    fallback_medium,
+                ));
+                continue;
+            };
+            let Some(channel) = run.channel(&row.channel) else {
+                out.push(done(
+                    DeliveryStatus::Failed,
+                    format!("channel {} is not in the run's campaign", row.channel),
+                    fallback_medium,
+                ));
+                continue;
+            };
+            let medium = channel.medium;
+            let handle = match &channel.handle {
+                Ok(h) => h.clone(),
+                Err(e) => {
+                    out.push(done(
+                        DeliveryStatus::Failed,
+                        format!("channel unavailable: {e}"),
+                        medium,
+                    ));
+                    continue;
+                }
+            };
+            let Some(contact) = contacts.get(&row.contact_pk) else {
+                out.push(done(
+                    DeliveryStatus::Skipped,
+                    "contact deleted".into(),
+                    medium,
+                ));
+                continue;
+            };
+            let state = contact.data.media.get(&medium).cloned().unwrap_or_default();
+            if state.is_opted_out() {
+                out.push(done(DeliveryStatus::Skipped, "opted_out".into(), medium));
+                continue;
+            }
+            if run.consent == Consent::Required && !state.is_opted_in() {
+                out.push(done(DeliveryStatus::Skipped, "no_consent".into(), medium));
+                continue;
+            }
+            if let Some((max, _)) = run.frequency_cap {
+                let sent = sent_counts
+                    .get(&row.run)
+                    .and_then(|m| m.get(&row.contact_pk))
+                    .copied()
+                    .unwrap_or(0);
+                if sent >= max {
+                    out.push(done(
+                        DeliveryStatus::Skipped,
+                        "frequency_cap".into(),
+                        medium,
+                    ));
+                    continue;
+                }
+            }
+            let contact_zone = contact
+                .data
+                .timezone
+                .as_deref()
+                .and_then(|z| jiff::tz::TimeZone::get(z).ok());
+            let windows: Vec<&window::Window> =
+                run.window.iter().chain(handle.window.iter()).collect();
+            if !windows.is_empty() {
+                let open =
+                    window::next_open_all(&windows, now, contact_zone.as_ref(), &run.schedule_zone);
+                if open > now {
+                    out.push(Prepared::Done(Recorded {
+                        id: row.id,
+                        contact_pk: row.contact_pk,
+                        medium,
+                        status: if row.attempts <= 1 {
+                            DeliveryStatus::Pending
+                        } else {
+                            DeliveryStatus::Retry
+                        },
+                        reason: Some("outside the send window".into()),
+                        next_attempt_at: Some(open.as_millisecond()),
+                        provider_message_id: None,
+                        attempts_delta: -1,
+                        opt_out: false,
+                    }));
+                    continue;
+                }
+            }
+            let renderer = match &run.renderer {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(done(DeliveryStatus::Skipped, e.clone(), medium));
+                    continue;
+                }
+            };
+            let context = RunContext {
+                campaign: run.run.campaign.clone(),
+                run_id: row.run,
+                channel: row.channel.clone(),
+                now,
+                unsubscribe_url: None,
+                timezone: Some(run.schedule_zone.clone()),
+            };
+            let content = match renderer.render(medium, &ContactView::from(contact), &context) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(done(DeliveryStatus::Skipped, e.to_string(), medium));
+                    continue;
+                }
+            };
+            out.push(Prepared::Send(
+                Box::new(OutboundMessage {
+                    delivery_id: row.id,
+                    idempotency_key: row.idempotency_key.clone(),
+                    run_id: row.run,
+                    campaign: run.run.campaign.clone(),
+                    channel: row.channel.clone(),
+                    contact_id: row.contact_id.clone(),
+                    to: row.address.clone(),
+                    content,
+                    test: run.test,
+                }),
+                handle,
+                run.clone(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Loops [`dispatch_once`](Self::dispatch_once) until `shutdown` resolves; then stops
+    /// claiming, finishes in-flight sends, records them, and flushes the channels. A batch
+    /// is never abandoned half-way: each runs to its end in its own task.
+    ///
+    /// Errors of a batch (the store unavailable, say) are logged and retried after a pause;
+    /// `run` itself returns only at shutdown.
+    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<(), EngineError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tasks: JoinSet<Result<usize, EngineError>> = JoinSet::new();
+        let mut stopping = false;
+        let mut idle = false;
+        loop {
+            if !stopping && !idle && tasks.len() < PIPELINE {
+                let engine = self.clone();
+                tasks.spawn(async move { engine.dispatch_once().await });
+                continue;
+            }
+            if stopping && tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = &mut shutdown, if !stopping => stopping = true,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
+                    Ok(Ok(n)) => idle = n == 0,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "a dispatch batch failed; retrying shortly");
+                        idle = true;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a dispatch batch panicked");
+                        idle = true;
+                    }
+                },
+                _ = tokio::time::sleep(IDLE_POLL), if idle && tasks.is_empty() && !stopping => idle = false,
+                _ = self.inner.wake.notified(), if idle && !stopping => idle = false,
+            }
+        }
+        let handles: Vec<Arc<ChannelHandle>> = lock(&self.inner.shared)
+            .channels
+            .values()
+            .cloned()
+            .collect();
+        for handle in handles {
+            if let Err(e) = handle.channel.flush().await {
+                tracing::error!(channel = handle.channel.name(), error = %e, "flush at shutdown failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Crash recovery of rows left in `sending`; call once on start, before [`run`](Self::run).
+    /// Where the channel honours idempotency keys, the rows go back to `pending` and are
+    /// sent again with the same key; otherwise (or if the channel cannot be built) they
+    /// become `unknown` with [`INTERRUPTED`] as the reason, and are never re-sent.
+    pub async fn recover(&self) -> Result<RecoveryReport, EngineError> {
+        let now = self.now();
+        let mut report = RecoveryReport::default();
+        for (run, channel, _) in self.store().sending_by_run().await? {
+            let resend = match self.store().run_row(run).await? {
+                Some(row) => match self.pinned(&row).await {
+                    Ok(p) => p
+                        .channel(&channel)
+                        .and_then(|c| c.handle.as_ref().ok())
+                        .is_some_and(|h| h.channel.honours_idempotency_key()),
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            let n = self
+                .store()
+                .resolve_sending(run, &channel, resend, INTERRUPTED, now)
+                .await?;
+            let (resent, unknown) = if resend { (n, 0) } else { (0, n) };
+            report.resent += resent;
+            report.unknown += unknown;
+            report.by_run.push(RecoveredRun {
+                run,
+                channel,
+                resent,
+                unknown,
+            });
+        }
+        if report.unknown > 0 {
+            tracing::warn!(
+                unknown = report.unknown,
+                "deliveries interrupted while sending were marked unknown"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn state_error(&self, run: RunId, action: &'static str) -> EngineError {
+        match self.store().run_row(run).await {
+            Ok(Some(row)) => EngineError::InvalidState {
+                run,
+                status: row.status.to_string(),
+                action,
+            },
+            Ok(None) => EngineError::UnknownRun(run),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Stops claiming the run's deliveries; those being sent finish and are recorded.
+    /// Fails unless the run is scheduled or running (pausing a paused run is fine).
+    pub async fn pause(&self, run: RunId) -> Result<(), EngineError> {
+        let changed = self
+            .store()
+            .set_run_state(
+                run,
+                &[RunState::Scheduled, RunState::Running, RunState::Paused],
+                RunState::Paused,
+                Some(PausedBy::Operator),
+                self.now(),
+            )
+            .await?;
+        if changed {
+            Ok(())
+        } else {
+            Err(self.state_error(run, "paused").await)
+        }
+    }
+
+    /// Continues a paused run. Fails for a run that is not paused, or whose campaign is
+    /// disabled (test runs excepted).
+    pub async fn resume(&self, run: RunId) -> Result<(), EngineError> {
+        let row = self
+            .store()
+            .run_row(run)
+            .await?
+            .ok_or(EngineError::UnknownRun(run))?;
+        if row.trigger != "test" && !self.campaign_enabled(&row.campaign).await? {
+            return Err(EngineError::CampaignDisabled(row.campaign));
+        }
+        let changed = self
+            .store()
+            .set_run_state(
+                run,
+                &[RunState::Paused],
+                RunState::Running,
+                None,
+                self.now(),
+            )
+            .await?;
+        if !changed {
+            return Err(self.state_error(run, "resumed").await);
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Cancels the run: its pending and retrying deliveries become `cancelled`; those being
+    /// sent finish and are recorded as what they became.
+    pub async fn cancel(&self, run: RunId) -> Result<(), EngineError> {
+        let changed = self
+            .store()
+            .set_run_state(
+                run,
+                &[RunState::Scheduled, RunState::Running, RunState::Paused],
+                RunState::Cancelled,
+                None,
+                self.now(),
+            )
+            .await?;
+        if !changed {
+            return Err(self.state_error(run, "cancelled").await);
+        }
+        lock(&self.inner.pinned).remove(&run);
+        Ok(())
+    }
+
+    async fn campaign_enabled(&self, campaign: &str) -> Result<bool, EngineError> {
+        let Some(revision) = self.store().revision_in_force().await? else {
+            return Ok(false);
+        };
+        Ok(revision
+            .specs
+            .iter()
+            .find(|s| s.kind == crate::spec::Kind::Campaign && s.name == campaign)
+            .is_some_and(|s| s.body["spec"]["enabled"].as_bool().unwrap_or(true)))
+    }
+
+    /// After a revision is applied: pauses the runs of disabled campaigns, resumes the
+    /// runs paused only because their campaign was disabled, and cancels the runs of
+    /// campaigns no longer in force (applying already does; this catches any left).
+    /// Test runs are left alone.
+    pub async fn revision_applied(&self) -> Result<(), EngineError> {
+        let Some(revision) = self.store().revision_in_force().await? else {
+            return Ok(());
+        };
+        let enabled: HashMap<&str, bool> = revision
+            .specs
+            .iter()
+            .filter(|s| s.kind == crate::spec::Kind::Campaign)
+            .map(|s| {
+                (
+                    s.name.as_str(),
+                    s.body["spec"]["enabled"].as_bool().unwrap_or(true),
+                )
+            })
+            .collect();
+        let now = self.now();
+        for run in self.store().active_runs().await? {
+            if run.trigger == "test" {
+                continue;
+            }
+            match enabled.get(run.campaign.as_str()) {
+                None => {
+                    self.store()
+                        .set_run_state(
+                            run.id,
+                            &[RunState::Scheduled, RunState::Running, RunState::Paused],
+                            RunState::Cancelled,
+                            None,
+                            now,
+                        )
+                        .await?;
+                }
+                Some(false) if run.status != RunState::Paused => {
+                    self.store()
+                        .set_run_state(
+                            run.id,
+                            &[RunState::Scheduled, RunState::Running],
+                            RunState::Paused,
+                            Some(PausedBy::CampaignDisabled),
+                            now,
+                        )
+                        .await?;
+                }
+                Some(true) if run.paused_by == Some(PausedBy::CampaignDisabled) => {
+                    self.store()
+                        .set_run_state(run.id, &[RunState::Paused], RunState::Running, None, now)
+                        .await?;
+                    self.inner.wake.notify_one();
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's status, counts by delivery status, progress, and times.
+    pub async fn run_status(&self, run: RunId) -> Result<RunStatus, EngineError> {
+        self.store()
+            .run_status(run)
+            .await?
+            .ok_or(EngineError::UnknownRun(run))
+    }
+}
+
+/// Where to claim from: each running run's channels, with an equal share of [`BATCH`] cut
+/// to what the rate limits let through within [`RATE_HORIZON`] (a channel's capacity split
+/// between the runs using it).
+fn claim_slots(runs: &BTreeMap<RunId, Arc<PinnedRun>>) -> Vec<ClaimSlot> {
+    let mut users: HashMap<*const rate::Gcra, u32> = HashMap::new();
+    let mut count = 0u32;
+    for run in runs.values() {
+        for c in &run.channels {
+            count += 1;
+            if let Ok(h) = &c.handle
+                && let Some(l) = &h.limiter
+            {
+                *users.entry(Arc::as_ptr(l)).or_default() += 1;
+            }
+        }
+    }
+    let share = (BATCH / count.max(1)).max(1);
+    let mut slots = Vec::new();
+    for (id, run) in runs {
+        let campaign_cap = run.campaign_limit.as_ref().map(|l| {
+            let cap = l.capacity_within(RATE_HORIZON);
+            if cap == 0 {
+                0
+            } else {
+                (cap / (run.channels.len() as u32).max(1)).max(1)
+            }
+        });
+        for c in &run.channels {
+            let mut limit = share;
+            if let Some(cap) = campaign_cap {
+                limit = limit.min(cap);
+            }
+            if let Ok(h) = &c.handle {
+                if let Some(l) = &h.limiter {
+                    let n = users.get(&Arc::as_ptr(l)).copied().unwrap_or(1).max(1);
+                    let cap = l.capacity_within(RATE_HORIZON);
+                    limit = limit.min(if cap == 0 { 0 } else { (cap / n).max(1) });
+                }
+                // Never more than a few rounds of the channel's in-flight requests: a slow
+                // channel's rows wait in the store, not in a batch.
+                limit = limit.min(
+                    u32::try_from(h.channel.max_in_flight())
+                        .unwrap_or(u32::MAX)
+                        .saturating_mul(64)
+                        .max(1),
+                );
+            }
+            slots.push(ClaimSlot {
+                run: *id,
+                channel: c.name.clone(),
+                limit,
+            });
+        }
+    }
+    slots
+}
