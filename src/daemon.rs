@@ -177,6 +177,11 @@ pub async fn serve(
     runs.recover()
         .await
         .context("while recovering deliveries left mid-send")?;
+    // The revision in force may have been applied while no daemon ran (`herald apply`):
+    // pause and resume runs by it now. A failure is retried by every reconcile.
+    if let Err(e) = runs.revision_applied().await {
+        tracing::error!(error = %format!("{e:#}"), "cannot bring the runs in line with the revision in force; retrying");
+    }
 
     let (revision_tx, revision_rx) = signal::channel::<Option<i64>>(None);
     let wake_scheduler = Arc::new(Notify::new());
@@ -503,6 +508,13 @@ impl Reconciler {
                     );
                 }
                 let _ = self.revision.send(in_force);
+                // Idempotent: catches a revision applied by `herald apply` meanwhile, and a
+                // previous call that failed after its revision was applied.
+                self.runs
+                    .revision_applied()
+                    .await
+                    .context("while telling the engine about the revision in force")?;
+                self.wake_scheduler.notify_one();
                 Ok(Reconciled::Unchanged)
             }
             ApplyOutcome::Rejected { revision } => {

@@ -56,6 +56,8 @@ struct Recorder {
     fired: Mutex<Vec<(String, Timestamp, Instant)>>,
     skipped: Mutex<Vec<(String, Timestamp, String)>>,
     revisions_applied: Mutex<u32>,
+    /// How many of the next `revision_applied` calls fail.
+    fail_revision_applied: Mutex<u32>,
 }
 
 impl Recorder {
@@ -90,6 +92,11 @@ impl Runs for Recorder {
     }
 
     fn revision_applied(&self) -> BoxFuture<'_, anyhow::Result<()>> {
+        let mut failing = self.fail_revision_applied.lock().unwrap();
+        if *failing > 0 {
+            *failing -= 1;
+            return Box::pin(async { Err(anyhow::anyhow!("the store is busy")) });
+        }
         *self.revisions_applied.lock().unwrap() += 1;
         Box::pin(async { Ok(()) })
     }
@@ -172,9 +179,16 @@ impl TestDaemon {
     }
 
     async fn start_with(scratch: &Scratch, options: Options) -> TestDaemon {
+        TestDaemon::start_recording(scratch, options, Arc::new(Recorder::default())).await
+    }
+
+    async fn start_recording(
+        scratch: &Scratch,
+        options: Options,
+        runs: Arc<Recorder>,
+    ) -> TestDaemon {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let runs = Arc::new(Recorder::default());
         let mut config = ServeConfig::new(options.dir, scratch.db(), listener);
         config.allow_empty = options.allow_empty;
         config.pacing = Pacing {
@@ -307,10 +321,9 @@ async fn a_valid_directory_is_applied_on_start_and_readyz_says_so() {
     .await;
     assert_eq!(daemon.get("/healthz").await, (200, "ok\n".to_string()));
     assert!(daemon.get("/readyz").await.1.contains("revision 1"));
-    assert_eq!(
-        *daemon.runs.revisions_applied.lock().unwrap(),
-        1,
-        "the engine is told once per applied revision"
+    assert!(
+        *daemon.runs.revisions_applied.lock().unwrap() >= 1,
+        "the engine is told about the applied revision"
     );
     daemon.stop().await;
 }
@@ -857,4 +870,57 @@ fn the_binary_sends_a_now_campaign_to_the_outbox_and_stops_with_nothing_mid_send
         "nothing left mid-send: {statuses:?}"
     );
     assert!(statuses.contains(&("sent".to_string(), 2)), "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_reconcile_still_tells_the_engine_about_the_revision_in_force() {
+    let scratch = Scratch::new();
+    let text = campaign("daily", "{cron: \"0 9 * * *\"}");
+    scratch.write("site/daily.yaml", &text);
+    let daemon = TestDaemon::start(&scratch).await;
+    eventually(WAIT, "revision 1 is applied", || async {
+        applied(&scratch.db()).await == [1]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = *daemon.runs.revisions_applied.lock().unwrap();
+    // The same text again: nothing to apply, but the revision in force may have been
+    // applied by `herald apply` meanwhile, so the engine hears of it again.
+    scratch.write("site/daily.yaml", &text);
+    eventually(WAIT, "the engine is told again", || async {
+        *daemon.runs.revisions_applied.lock().unwrap() > before
+    })
+    .await;
+    assert_eq!(applied(&scratch.db()).await, [1]);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_revision_applied_is_retried_after_the_revision_is_applied() {
+    let scratch = Scratch::new();
+    scratch.write(
+        "site/daily.yaml",
+        &campaign("daily", "{cron: \"0 9 * * *\"}"),
+    );
+    let runs = Arc::new(Recorder::default());
+    // The call at startup and the one after applying revision 1 both fail.
+    *runs.fail_revision_applied.lock().unwrap() = 2;
+    let daemon = TestDaemon::start_recording(
+        &scratch,
+        Options {
+            dir: scratch.path("site"),
+            allow_empty: false,
+            clock: None,
+        },
+        runs,
+    )
+    .await;
+    eventually(
+        WAIT,
+        "the engine is told of the revision in force",
+        || async { *daemon.runs.revisions_applied.lock().unwrap() >= 1 },
+    )
+    .await;
+    assert_eq!(applied(&scratch.db()).await, [1]);
+    daemon.stop().await;
 }

@@ -1091,3 +1091,247 @@ async fn runs_of_two_campaigns_share_a_rate_limited_channel_evenly_and_shutdown_
         "shutdown finished and recorded every send in flight"
     );
 }
+
+// ------------------------------------------------------------------ review fixes
+
+/// `promo` and `promo-two`, both with `campaign_extra`.
+fn two_campaigns(url: &str, campaign_extra: &str) -> String {
+    let mut text = site(url, "", campaign_extra);
+    let second = text[text
+        .find("---\napiVersion: herald/v1\nkind: Campaign")
+        .unwrap()..]
+        .replace("name: promo", "name: promo-two");
+    text.push_str(&second);
+    text
+}
+
+#[tokio::test]
+async fn two_capped_campaigns_firing_together_send_one_contact_exactly_one_message() {
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let extra = "  delivery: {frequency_cap: {max: 1, per: 7d}}\n";
+    let ws = Workspace::new(&two_campaigns(&rx.url(), extra), &sms_contacts(1)).await;
+    let first = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    let other = ws
+        .engine
+        .start_run("promo-two", Trigger::Manual)
+        .await
+        .unwrap();
+    ws.drain().await;
+    let mut outcomes = vec![
+        ws.status_of(first, "c001").await,
+        ws.status_of(other, "c001").await,
+    ];
+    outcomes.sort();
+    assert_eq!(outcomes[0].0, "sent", "{outcomes:?}");
+    assert_eq!(
+        (outcomes[1].0.as_str(), outcomes[1].1.as_deref()),
+        ("skipped", Some("frequency_cap")),
+        "{outcomes:?}"
+    );
+    assert_eq!(rx.hits().len(), 1);
+}
+
+#[tokio::test]
+async fn a_row_being_sent_by_another_batch_counts_against_the_frequency_cap() {
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let extra = "  delivery: {frequency_cap: {max: 1, per: 7d}}\n";
+    let ws = Workspace::new(&two_campaigns(&rx.url(), extra), &sms_contacts(1)).await;
+    let first = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    let other = ws
+        .engine
+        .start_run("promo-two", Trigger::Manual)
+        .await
+        .unwrap();
+    // As if another batch had claimed the first run's row and not yet recorded it.
+    sqlx::query(
+        "UPDATE deliveries SET status = 'sending', attempts = 1 WHERE run_id = ? AND channel IS NOT NULL",
+    )
+    .bind(first)
+    .execute(&ws.pool().await)
+    .await
+    .unwrap();
+    ws.drain().await;
+    let (status, reason, _) = ws.status_of(other, "c001").await;
+    assert_eq!(
+        (status.as_str(), reason.as_deref()),
+        ("skipped", Some("frequency_cap"))
+    );
+    assert!(rx.hits().is_empty());
+}
+
+#[tokio::test]
+async fn a_test_send_is_not_held_back_by_the_frequency_cap() {
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let extra = "  delivery: {frequency_cap: {max: 1, per: 7d}}\n";
+    let ws = Workspace::new(&site(&rx.url(), "", extra), &sms_contacts(1)).await;
+    let run = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    ws.drain().await;
+    assert_eq!(ws.status_of(run, "c001").await.0, "sent");
+    let test = ws
+        .engine
+        .start_run(
+            "promo",
+            Trigger::Test {
+                contact_id: "c001".into(),
+            },
+        )
+        .await
+        .unwrap();
+    ws.drain().await;
+    let (status, reason, _) = ws.status_of(test, "c001").await;
+    assert_eq!((status.as_str(), reason), ("sent", None));
+    assert_eq!(rx.hits().len(), 2);
+}
+
+#[tokio::test]
+async fn a_contact_deleted_after_the_snapshot_is_skipped_even_if_its_row_key_is_reused() {
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let ws = Workspace::new(&site(&rx.url(), "", ""), &sms_contacts(2)).await;
+    let run = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    let pool = ws.pool().await;
+    let pk: i64 = sqlx::query_scalar("SELECT pk FROM contacts WHERE id = 'c002'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM contacts WHERE pk = ?")
+        .bind(pk)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // SQLite hands the largest row key out again: someone else now has it.
+    sqlx::query(
+        "INSERT INTO contacts (pk, id, name, phone, created_at, updated_at) \
+         VALUES (?, 'intruder', 'Eve', '+51999999999', 0, 0)",
+    )
+    .bind(pk)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO contact_media (contact_pk, medium, opted_in_at) VALUES (?, 'sms', 0)")
+        .bind(pk)
+        .execute(&pool)
+        .await
+        .unwrap();
+    ws.drain().await;
+    assert_eq!(ws.status_of(run, "c001").await.0, "sent");
+    let (status, reason, _) = ws.status_of(run, "c002").await;
+    assert_eq!(
+        (status.as_str(), reason.as_deref()),
+        ("skipped", Some("contact_deleted"))
+    );
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].body["contact_id"], "c001");
+}
+
+/// Makes every write of a delivery's result fail while `faults` has a row (the claim,
+/// which writes `sending`, still works).
+async fn inject_record_faults(pool: &SqlitePool) {
+    sqlx::query("CREATE TABLE faults (x INTEGER)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER fail_records BEFORE UPDATE ON deliveries \
+         WHEN NEW.status <> 'sending' AND EXISTS (SELECT 1 FROM faults) \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO faults VALUES (1)")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn results_the_store_refuses_for_a_while_are_kept_and_recorded_once_it_accepts_them() {
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let ws = Workspace::new(&site(&rx.url(), "", ""), &sms_contacts(3)).await;
+    let run = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    let pool = ws.pool().await;
+    inject_record_faults(&pool).await;
+    let engine = ws.engine.clone();
+    let batch = tokio::spawn(async move { engine.dispatch_once().await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(rx.hits().len(), 3, "the batch was sent");
+    sqlx::query("DELETE FROM faults")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let attempted = tokio::time::timeout(Duration::from_secs(10), batch)
+        .await
+        .expect("the batch records once the store accepts it")
+        .unwrap()
+        .expect("the batch succeeds");
+    assert_eq!(attempted, 3);
+    for c in ["c001", "c002", "c003"] {
+        assert_eq!(ws.status_of(run, c).await, ("sent".into(), None, 1));
+    }
+    ws.drain().await;
+    assert_eq!(
+        ws.engine.run_status(run).await.unwrap().status,
+        RunState::Finished
+    );
+    assert_eq!(rx.hits().len(), 3, "never sent twice");
+}
+
+#[tokio::test]
+async fn a_claimed_batch_that_cannot_be_prepared_is_put_back_not_left_sending() {
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let ws = Workspace::new(&site(&rx.url(), "", ""), &sms_contacts(2)).await;
+    let run = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    let pool = ws.pool().await;
+    // Reading the contacts fails after the claim.
+    sqlx::query("ALTER TABLE contacts RENAME TO contacts_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(ws.engine.dispatch_once().await.is_err());
+    for c in ["c001", "c002"] {
+        let (status, _, attempts) = ws.status_of(run, c).await;
+        assert_eq!((status.as_str(), attempts), ("pending", 0), "{c}");
+    }
+    assert!(rx.hits().is_empty());
+    sqlx::query("ALTER TABLE contacts_away RENAME TO contacts")
+        .execute(&pool)
+        .await
+        .unwrap();
+    ws.drain().await;
+    for c in ["c001", "c002"] {
+        assert_eq!(ws.status_of(run, c).await.0, "sent");
+    }
+    assert_eq!(rx.hits().len(), 2);
+}
+
+#[tokio::test]
+async fn a_channel_window_naming_no_zone_follows_each_campaigns_own_schedule_zone() {
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let channel_extra = "  send_window: {start: \"09:00\", end: \"17:00\"}\n";
+    let mut text = site(&rx.url(), channel_extra, "");
+    let second = text[text
+        .find("---\napiVersion: herald/v1\nkind: Campaign")
+        .unwrap()..]
+        .replace("name: promo", "name: promo-two");
+    text = text.replace(
+        "schedule: {now: true}",
+        "schedule: {now: true, timezone: Asia/Tokyo}",
+    );
+    text.push_str(&second.replace(
+        "schedule: {now: true}",
+        "schedule: {now: true, timezone: Europe/Madrid}",
+    ));
+    let ws = Workspace::new(&text, &sms_contacts(1)).await;
+    // 12:00 UTC: 21:00 in Tokyo (closed), 13:00 in Madrid (open).
+    let tokyo = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    let madrid = ws
+        .engine
+        .start_run("promo-two", Trigger::Manual)
+        .await
+        .unwrap();
+    ws.drain().await;
+    assert_eq!(ws.status_of(madrid, "c001").await.0, "sent");
+    assert_eq!(ws.status_of(tokyo, "c001").await.0, "pending");
+    assert_eq!(rx.hits().len(), 1);
+}

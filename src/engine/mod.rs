@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +49,10 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Batches [`Engine::run`] keeps in flight: while one records its results, the next sends.
 const PIPELINE: usize = 2;
+
+/// The first and the longest pause between attempts to record a batch's results.
+const RECORD_RETRY_INITIAL: Duration = Duration::from_millis(50);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The reason of a delivery interrupted by a crash on a channel that cannot de-duplicate.
 pub const INTERRUPTED: &str = "interrupted while sending; may or may not have been delivered";
@@ -152,6 +157,8 @@ struct Inner {
     pinned: Mutex<HashMap<RunId, Arc<PinnedRun>>>,
     shared: Mutex<Shared>,
     wake: Notify,
+    /// Set once [`Engine::run`] is told to stop: recording stops retrying.
+    stopping: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -181,6 +188,25 @@ fn backoff(initial: Duration, max: Duration, attempt: u32, seed: i64) -> Duratio
     cap.mul_f64(unit)
 }
 
+/// A claimed row put back as it was before the claim (nothing was attempted).
+fn put_back(row: &Claimed, reason: &str, now: jiff::Timestamp) -> Recorded {
+    Recorded {
+        id: row.id,
+        contact_pk: row.contact_pk,
+        medium: crate::spec::channel::Medium::Sms,
+        status: if row.attempts <= 1 {
+            DeliveryStatus::Pending
+        } else {
+            DeliveryStatus::Retry
+        },
+        reason: Some(reason.to_string()),
+        next_attempt_at: Some(now.as_millisecond()),
+        provider_message_id: None,
+        attempts_delta: -1,
+        opt_out: false,
+    }
+}
+
 /// One claimed delivery, decided before sending.
 enum Prepared {
     Send(Box<OutboundMessage>, Arc<ChannelHandle>, Arc<PinnedRun>),
@@ -199,6 +225,7 @@ impl Engine {
                 pinned: Mutex::new(HashMap::new()),
                 shared: Mutex::new(Shared::default()),
                 wake: Notify::new(),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -387,7 +414,21 @@ impl Engine {
         if claimed.is_empty() {
             return Ok(0);
         }
-        let prepared = self.prepare(&claimed, &runs, now).await?;
+        let prepared = match self.prepare(&claimed, &runs, now).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                // Nothing was sent: the claimed rows go back as they were, never left
+                // `sending` until a restart.
+                tracing::error!(error = %e, "a claimed batch cannot be prepared; putting it back");
+                let reason = format!("not sent: {e}");
+                let back: Vec<Recorded> = claimed
+                    .iter()
+                    .map(|row| put_back(row, &reason, now))
+                    .collect();
+                self.record_until_done(&back, now).await?;
+                return Err(e);
+            }
+        };
         let mut attempted = 0;
         let mut results: Vec<Recorded> = Vec::with_capacity(claimed.len());
         let mut sends: JoinSet<(usize, SendOutcome)> = JoinSet::new();
@@ -499,8 +540,30 @@ impl Engine {
             }
             results.push(r);
         }
-        self.store().record(&results, recorded_at).await?;
+        self.record_until_done(&results, recorded_at).await?;
         Ok(attempted)
+    }
+
+    /// Records `results`, retrying with backoff while the store fails (say, its writer is
+    /// held past the acquire timeout): results already obtained are never dropped. Gives
+    /// up only once the engine is stopping (the rows stay `sending` for [`recover`](Self::recover)).
+    async fn record_until_done(
+        &self,
+        results: &[Recorded],
+        at: jiff::Timestamp,
+    ) -> Result<(), EngineError> {
+        let mut wait = RECORD_RETRY_INITIAL;
+        loop {
+            match self.store().record(results, at).await {
+                Ok(()) => return Ok(()),
+                Err(e) if self.inner.stopping.load(Ordering::Relaxed) => return Err(e.into()),
+                Err(e) => {
+                    tracing::error!(error = %e, rows = results.len(), "cannot record a batch's results; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RECORD_RETRY_MAX);
+                }
+            }
+        }
     }
 
     /// Re-checks consent, opt-out, frequency cap and send windows, and renders, for each
@@ -514,7 +577,19 @@ impl Engine {
         let pks: Vec<i64> = claimed.iter().map(|c| c.contact_pk).collect();
         let contacts = self.store().contacts_by_pk(&pks).await?;
         let mut sent_counts: BTreeMap<RunId, BTreeMap<i64, u32>> = BTreeMap::new();
+        // This batch's own rows are `sending` too: `sent_since` counts them, so take them
+        // off; what is left being sent belongs to other batches and counts against the cap.
+        let mut own_sending: BTreeMap<i64, u32> = BTreeMap::new();
+        for c in claimed {
+            *own_sending.entry(c.contact_pk).or_default() += 1;
+        }
+        // Messages this batch is about to send, per contact: they count against the cap of
+        // the rows that follow them in the batch.
+        let mut batch_sends: BTreeMap<i64, u32> = BTreeMap::new();
         for (id, run) in runs {
+            if run.test {
+                continue;
+            }
             if let Some((_, per)) = run.frequency_cap {
                 let pks: Vec<i64> = claimed
                     .iter()
@@ -523,7 +598,11 @@ impl Engine {
                     .collect();
                 if !pks.is_empty() {
                     let since = now.as_millisecond().saturating_sub(ms(per));
-                    sent_counts.insert(*id, self.store().sent_since(&pks, since).await?);
+                    let mut counts = self.store().sent_since(&pks, since).await?;
+                    for (pk, n) in counts.iter_mut() {
+                        *n = n.saturating_sub(own_sending.get(pk).copied().unwrap_or(0));
+                    }
+                    sent_counts.insert(*id, counts);
                 }
             }
         }
@@ -572,10 +651,15 @@ impl Engine {
                     continue;
                 }
             };
-            let Some(contact) = contacts.get(&row.contact_pk) else {
+            // A row key can be reused by another contact after a delete: only the contact
+            // the row was snapshotted for may receive it.
+            let Some(contact) = contacts
+                .get(&row.contact_pk)
+                .filter(|c| c.data.id == row.contact_id)
+            else {
                 out.push(done(
                     DeliveryStatus::Skipped,
-                    "contact deleted".into(),
+                    "contact_deleted".into(),
                     medium,
                 ));
                 continue;
@@ -589,12 +673,13 @@ impl Engine {
                 out.push(done(DeliveryStatus::Skipped, "no_consent".into(), medium));
                 continue;
             }
-            if let Some((max, _)) = run.frequency_cap {
+            if let Some((max, _)) = run.frequency_cap.filter(|_| !run.test) {
                 let sent = sent_counts
                     .get(&row.run)
                     .and_then(|m| m.get(&row.contact_pk))
                     .copied()
-                    .unwrap_or(0);
+                    .unwrap_or(0)
+                    .saturating_add(batch_sends.get(&row.contact_pk).copied().unwrap_or(0));
                 if sent >= max {
                     out.push(done(
                         DeliveryStatus::Skipped,
@@ -655,6 +740,7 @@ impl Engine {
                     continue;
                 }
             };
+            *batch_sends.entry(row.contact_pk).or_default() += 1;
             out.push(Prepared::Send(
                 Box::new(OutboundMessage {
                     delivery_id: row.id,
@@ -695,7 +781,10 @@ impl Engine {
                 break;
             }
             tokio::select! {
-                _ = &mut shutdown, if !stopping => stopping = true,
+                _ = &mut shutdown, if !stopping => {
+                    stopping = true;
+                    self.inner.stopping.store(true, Ordering::Relaxed);
+                }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
                     Ok(Ok(n)) => idle = n == 0,
                     Ok(Err(e)) => {
@@ -904,8 +993,10 @@ impl Engine {
                         .await?;
                 }
                 Some(true) if run.paused_by == Some(PausedBy::CampaignDisabled) => {
+                    // Only while still paused because of that: never over an operator's
+                    // pause made since the read above.
                     self.store()
-                        .set_run_state(run.id, &[RunState::Paused], RunState::Running, None, now)
+                        .resume_paused_by(run.id, PausedBy::CampaignDisabled)
                         .await?;
                     self.inner.wake.notify_one();
                 }

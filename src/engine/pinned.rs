@@ -177,7 +177,7 @@ pub fn pin(
             .find(|s| s.kind == crate::spec::Kind::Channel && s.name == *name)
             .map(|s| s.hash.clone())
             .unwrap_or_default();
-        let handle = channel_handle(name, &hash, spec, &zone, campaign_dir, &secrets, shared);
+        let handle = channel_handle(name, &hash, spec, campaign_dir, &secrets, shared);
         channels.push(ChannelUse {
             name: name.clone(),
             medium,
@@ -199,7 +199,7 @@ pub fn pin(
             .unwrap_or(default)
     };
     let window = match &delivery.send_window {
-        Some(w) => Some(Window::from_spec(w, &zone)?),
+        Some(w) => Some(Window::from_spec(w)?),
         None => None,
     };
     let frequency_cap = match &delivery.frequency_cap {
@@ -232,7 +232,6 @@ fn channel_handle(
     name: &str,
     hash: &str,
     spec: &ChannelSpec,
-    zone: &TimeZone,
     campaign_dir: &Path,
     secrets: &SecretResolver,
     shared: &mut Shared,
@@ -264,7 +263,7 @@ fn channel_handle(
         .or_insert_with(|| Arc::new(Semaphore::new(channel.max_in_flight().max(1))))
         .clone();
     let window = match &spec.send_window {
-        Some(w) => Some(Window::from_spec(w, zone)?),
+        Some(w) => Some(Window::from_spec(w)?),
         None => None,
     };
     let handle = Arc::new(ChannelHandle {

@@ -12,13 +12,23 @@ pub struct Window {
     days: Vec<Weekday>,
     start: Time,
     end: Time,
-    /// `None`: the contact's zone (falling back to the campaign schedule's).
-    zone: Option<TimeZone>,
+    zone: WindowZone,
+}
+
+/// Which zone a window's clock times are in.
+#[derive(Clone, Debug)]
+enum WindowZone {
+    /// The zone the window names.
+    Fixed(TimeZone),
+    /// `contact`: the contact's zone, falling back to the run's schedule zone.
+    Contact,
+    /// None named: the run's schedule zone, given at check time (a channel's window is
+    /// shared by every campaign using the channel, each with its own zone).
+    Schedule,
 }
 
 impl Window {
-    /// `default_zone` is the campaign schedule's zone (UTC if it names none).
-    pub fn from_spec(spec: &SendWindow, default_zone: &TimeZone) -> Result<Window, String> {
+    pub fn from_spec(spec: &SendWindow) -> Result<Window, String> {
         let days = match &spec.days {
             Some(days) => days.iter().map(|d| d.value.to_jiff()).collect(),
             None => vec![
@@ -32,9 +42,9 @@ impl Window {
             ],
         };
         let zone = match spec.timezone.as_ref().map(|z| z.value.as_str()) {
-            Some("contact") => None,
-            Some(name) => Some(parse_time_zone(name)?),
-            None => Some(default_zone.clone()),
+            Some("contact") => WindowZone::Contact,
+            Some(name) => WindowZone::Fixed(parse_time_zone(name)?),
+            None => WindowZone::Schedule,
         };
         Ok(Window {
             days,
@@ -45,14 +55,19 @@ impl Window {
     }
 
     /// The first instant at or after `t` inside the window (`t` itself when open).
-    /// `contact_zone` is used for a `contact` window, else `fallback`.
+    /// `contact_zone` is used for a `contact` window; `schedule_zone` (the run's) for a
+    /// window that names no zone, and for a `contact` one when the contact has none.
     pub fn next_open(
         &self,
         t: jiff::Timestamp,
         contact_zone: Option<&TimeZone>,
-        fallback: &TimeZone,
+        schedule_zone: &TimeZone,
     ) -> jiff::Timestamp {
-        let zone = self.zone.as_ref().or(contact_zone).unwrap_or(fallback);
+        let zone = match &self.zone {
+            WindowZone::Fixed(zone) => zone,
+            WindowZone::Contact => contact_zone.unwrap_or(schedule_zone),
+            WindowZone::Schedule => schedule_zone,
+        };
         let mut date = t.to_zoned(zone.clone()).date();
         for _ in 0..8 {
             if self.days.contains(&date.weekday()) {
@@ -119,7 +134,7 @@ mod tests {
             end: Located::new(end.to_string(), Default::default()),
             timezone: tz.map(|t| Located::new(t.to_string(), Default::default())),
         };
-        Window::from_spec(&spec, &TimeZone::UTC).unwrap()
+        Window::from_spec(&spec).unwrap()
     }
 
     fn at(s: &str) -> jiff::Timestamp {
@@ -142,6 +157,25 @@ mod tests {
         assert_eq!(
             w.next_open(late, None, &TimeZone::UTC),
             at("2026-11-30T14:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_window_naming_no_zone_uses_the_schedule_zone_given_at_check_time() {
+        let w = window(
+            &[W::Mon, W::Tue, W::Wed, W::Thu, W::Fri],
+            "09:00",
+            "17:00",
+            None,
+        );
+        // Wednesday 2026-11-25 06:00 UTC: 15:00 in Tokyo (open), 01:00 in Lima (closed).
+        let t = at("2026-11-25T06:00:00Z");
+        let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
+        let lima = TimeZone::get("America/Lima").unwrap();
+        assert_eq!(w.next_open(t, None, &tokyo), t);
+        assert_eq!(
+            w.next_open(t, Some(&tokyo), &lima),
+            at("2026-11-25T14:00:00Z")
         );
     }
 

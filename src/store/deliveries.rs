@@ -248,7 +248,8 @@ impl Store {
     }
 
     /// How many deliveries (any campaign) each of these contacts was sent at or after
-    /// `since_ms`; contacts with none are absent.
+    /// `since_ms`, or is being sent now (`sending`, whichever batch claimed them);
+    /// contacts with none are absent.
     pub async fn sent_since(
         &self,
         pks: &[i64],
@@ -261,7 +262,7 @@ impl Store {
         for chunk in unique.chunks(CHUNK) {
             let sql = format!(
                 "SELECT contact_pk, count(*) FROM deliveries WHERE contact_pk IN ({}) \
-                 AND sent_at >= ? GROUP BY contact_pk",
+                 AND (sent_at >= ? OR status = 'sending') GROUP BY contact_pk",
                 question_marks(chunk.len())
             );
             let mut args = SqliteArguments::default();

@@ -335,6 +335,26 @@ impl Store {
         Ok(true)
     }
 
+    /// Resumes a run only while it is `paused` by `paused_by` (checked in the `UPDATE`
+    /// itself, so a pause by someone else meanwhile is never overridden). Returns whether
+    /// it changed.
+    pub async fn resume_paused_by(
+        &self,
+        run: i64,
+        paused_by: PausedBy,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE runs SET status = 'running', paused_by = NULL \
+             WHERE id = ? AND status = 'paused' AND paused_by = ?",
+        )
+        .bind(run)
+        .bind(paused_by.as_str())
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Marks an active run `failed` with `error` (its configuration cannot be used: nothing
     /// of it can be sent); its pending and retrying deliveries fail with the same reason.
     pub async fn fail_run(
