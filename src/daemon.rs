@@ -608,16 +608,26 @@ pub async fn campaign_schedules(store: &Store) -> anyhow::Result<Vec<CampaignSch
             .as_ref()
             .and_then(|g| spec::values::parse_duration(&g.value).ok())
             .unwrap_or(schedule::DEFAULT_GRACE);
+        let schedule_value = bodies
+            .get(name.as_str())
+            .map_or(&serde_json::Value::Null, |b| &b["spec"]["schedule"]);
         let schedule_json = bodies
             .get(name.as_str())
             .map(|b| b["spec"]["schedule"].to_string())
             .unwrap_or_default();
+        // Since this schedule came into force, not since the revision in force: a `now`
+        // occurrence must not move when an unrelated revision is applied.
+        let since = store
+            .schedule_in_force_since(&name, schedule_value)
+            .await
+            .context("while reading when the schedule came into force")?
+            .unwrap_or(in_force.applied_at);
         out.push(CampaignSchedule {
             campaign: name,
             schedule: parsed,
             hash: hex(&sha2::Sha256::digest(schedule_json.as_bytes())),
             grace,
-            since: in_force.applied_at,
+            since,
         });
     }
     Ok(out)

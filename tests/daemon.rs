@@ -624,6 +624,48 @@ async fn a_now_campaign_fires_once_and_never_again_after_a_restart() {
     again.stop().await;
 }
 
+/// The run of a `now` campaign exists but its schedule state was never written (a crash or a
+/// failed write between the two), and an unrelated revision is applied: the occurrence is
+/// still the one the campaign's schedule came into force at, so no second run is started
+/// (the engine returns the existing run for the same occurrence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_now_campaign_keeps_its_occurrence_when_an_unrelated_revision_is_applied() {
+    let scratch = Scratch::new();
+    scratch.write("site/hello.yaml", &campaign("hello-now", "{now: true}"));
+    let daemon = TestDaemon::start(&scratch).await;
+    eventually(WAIT, "the now campaign fires", || async {
+        !daemon.runs.fired().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = daemon.runs.fired();
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // Lose the schedule state, as if the daemon had died before writing it.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(scratch.db());
+    let mut connection = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM schedule_state")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    drop(connection);
+
+    scratch.write("site/uk.yaml", &segment("uk", "GB"));
+    eventually(WAIT, "the unrelated revision is applied", || async {
+        applied(&scratch.db()).await.len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fired = daemon.runs.fired();
+    assert!(
+        fired.iter().all(|f| *f == first[0]),
+        "a second occurrence of the now campaign: {fired:?}"
+    );
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_occurrence_fires_within_a_second_of_its_due_time() {
     let scratch = Scratch::new();

@@ -1335,3 +1335,36 @@ async fn a_channel_window_naming_no_zone_follows_each_campaigns_own_schedule_zon
     assert_eq!(ws.status_of(tokyo, "c001").await.0, "pending");
     assert_eq!(rx.hits().len(), 1);
 }
+
+#[tokio::test]
+async fn a_channel_that_cannot_be_built_at_first_is_rebuilt_later_and_fails_no_delivery() {
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let text = site(&rx.url(), "", "").replace("use: [gateway, mailbox]", "use: [mailbox]");
+    let csv = "id,name,email,opted_in\nm1,Ana,a@example.com,email\nm2,Bea,b@example.com,email\n";
+    let ws = Workspace::new(&text, csv).await;
+    // The outbox's directory is a regular file for the first batch: the channel cannot be
+    // built (opened).
+    let blocker = ws.dir.path().join("site/out");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let run = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    assert_eq!(ws.engine.dispatch_once().await.unwrap(), 0, "nothing sent");
+    let rows = ws.rows(run).await;
+    assert!(
+        rows.iter()
+            .filter(|r| r.1.is_some())
+            .all(|r| r.2 == "retry" && r.4 == 0),
+        "back to wait, no attempt spent: {rows:?}"
+    );
+
+    std::fs::remove_file(&blocker).unwrap();
+    // Past the backoff (at most the initial 30 s, with full jitter).
+    ws.clock.advance(Duration::from_secs(31));
+    ws.drain().await;
+    ws.engine.dispatch_once().await.unwrap(); // housekeeping finishes the run
+    let status = ws.engine.run_status(run).await.unwrap();
+    assert_eq!(status.status, RunState::Finished, "{status:?}");
+    assert_eq!(status.counts[&Status::Sent], 2, "{status:?}");
+    assert!(!status.counts.contains_key(&Status::Failed) || status.counts[&Status::Failed] == 0);
+    let lines = std::fs::read_to_string(ws.dir.path().join("site/out/mail.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+}

@@ -11,7 +11,7 @@ mod pinned;
 pub mod rate;
 pub mod window;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -155,6 +155,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Runs' pinned configurations, built on first use and dropped when the run ends.
     pinned: Mutex<HashMap<RunId, Arc<PinnedRun>>>,
+    /// Runs whose channel could not be built, already logged (once per run, not per row).
+    unbuilt_logged: Mutex<HashSet<RunId>>,
     shared: Mutex<Shared>,
     wake: Notify,
     /// Set once [`Engine::run`] is told to stop: recording stops retrying.
@@ -223,6 +225,7 @@ impl Engine {
                 campaign_dir,
                 clock,
                 pinned: Mutex::new(HashMap::new()),
+                unbuilt_logged: Mutex::new(HashSet::new()),
                 shared: Mutex::new(Shared::default()),
                 wake: Notify::new(),
                 stopping: AtomicBool::new(false),
@@ -387,6 +390,7 @@ impl Engine {
         {
             let ids: Vec<RunId> = active.iter().map(|r| r.id).collect();
             lock(&self.inner.pinned).retain(|id, _| ids.contains(id));
+            lock(&self.inner.unbuilt_logged).retain(|id| ids.contains(id));
         }
         let mut runs: BTreeMap<RunId, Arc<PinnedRun>> = BTreeMap::new();
         for run in active.iter().filter(|r| r.status == RunState::Running) {
@@ -401,6 +405,23 @@ impl Engine {
                     self.store().fail_run(run.id, &message, now).await?;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+        // A channel that could not be built (a `${file:}` secret mid-swap, an outbox
+        // briefly unwritable) is not kept: its rows go back to wait (see `prepare`) and the
+        // run is pinned again, channels rebuilt, on the next batch.
+        for (id, run) in &runs {
+            let unbuilt: Vec<String> = run
+                .channels
+                .iter()
+                .filter_map(|c| c.handle.as_ref().err().map(|e| format!("{}: {e}", c.name)))
+                .collect();
+            if unbuilt.is_empty() {
+                continue;
+            }
+            lock(&self.inner.pinned).remove(id);
+            if lock(&self.inner.unbuilt_logged).insert(*id) {
+                tracing::error!(run = id, errors = ?unbuilt, "a channel of the run cannot be built; its deliveries wait and it is retried");
             }
         }
         let slots = claim_slots(&runs);
@@ -640,17 +661,22 @@ impl Engine {
                 continue;
             };
             let medium = channel.medium;
-            let handle = match &channel.handle {
-                Ok(h) => h.clone(),
-                Err(e) => {
-                    out.push(done(
-                        DeliveryStatus::Failed,
-                        format!("channel unavailable: {e}"),
-                        medium,
-                    ));
-                    continue;
-                }
-            };
+            let handle =
+                match &channel.handle {
+                    Ok(h) => h.clone(),
+                    Err(e) => {
+                        // Not an attempt: back to wait with the row's backoff (its attempts
+                        // unchanged) while the channel is rebuilt on a later batch.
+                        let mut back = put_back(row, &format!("channel unavailable: {e}"), now);
+                        back.status = DeliveryStatus::Retry;
+                        back.medium = medium;
+                        back.next_attempt_at = Some(now.as_millisecond().saturating_add(ms(
+                            backoff(run.initial_backoff, run.max_backoff, row.attempts, row.id),
+                        )));
+                        out.push(Prepared::Done(back));
+                        continue;
+                    }
+                };
             // A row key can be reused by another contact after a delete: only the contact
             // the row was snapshotted for may receive it.
             let Some(contact) = contacts

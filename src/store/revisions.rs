@@ -162,6 +162,48 @@ impl Store {
         }))
     }
 
+    /// When the campaign's schedule `schedule` (its body's `spec.schedule`) came into
+    /// force: the apply time of the revision that introduced the earliest spec version of an
+    /// unbroken line of versions, ending with the one in force, that all have this schedule.
+    /// Other edits to the campaign (or to anything else) do not move it. `None` if the
+    /// campaign is not in force with this schedule.
+    pub async fn schedule_in_force_since(
+        &self,
+        campaign: &str,
+        schedule: &serde_json::Value,
+    ) -> Result<Option<jiff::Timestamp>, StoreError> {
+        let rows: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+            "SELECT introduced_in, retired_in, body FROM specs \
+             WHERE kind = 'Campaign' AND name = ?1 ORDER BY introduced_in DESC",
+        )
+        .bind(campaign)
+        .fetch_all(self.reader())
+        .await?;
+        let mut since: Option<i64> = None;
+        for (introduced_in, retired_in, body) in rows {
+            // The first row is the version in force; each next one must end where the
+            // previous began, or the campaign was deleted in between.
+            let contiguous = match since {
+                None => retired_in.is_none(),
+                Some(later) => retired_in == Some(later),
+            };
+            let body: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| sqlx::Error::Decode(e.into()))?;
+            if !contiguous || body["spec"]["schedule"] != *schedule {
+                break;
+            }
+            since = Some(introduced_in);
+        }
+        let Some(revision) = since else {
+            return Ok(None);
+        };
+        let at: Option<i64> = sqlx::query_scalar("SELECT created_at FROM revisions WHERE id = ?")
+            .bind(revision)
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(at.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()))
+    }
+
     /// Records a rejected revision with its errors (a JSON array of diagnostics). Nothing
     /// else changes. Returns the revision's id.
     pub async fn record_rejected(
