@@ -2,6 +2,8 @@
 //! strategy and reason and against the same rules in plain Rust
 //! ([`CampaignQuery::decide`]) over random contacts.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -221,43 +223,7 @@ async fn replace_people(pool: &SqlitePool, people: &[Person]) {
     let mut delivery = 0;
     for p in people {
         let c = &p.facts;
-        sqlx::query(
-            "INSERT INTO contacts (pk, id, name, phone, email, telegram, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(c.pk)
-        .bind(&c.id)
-        .bind(&c.name)
-        .bind(&c.phone)
-        .bind(&c.email)
-        .bind(&c.telegram)
-        .bind(c.created_at)
-        .bind(c.created_at)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        for tag in &c.tags {
-            sqlx::query("INSERT INTO contact_tags (contact_pk, tag) VALUES (?, ?)")
-                .bind(c.pk)
-                .bind(tag)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        for (medium, m) in &c.media {
-            sqlx::query(
-                "INSERT INTO contact_media (contact_pk, medium, opted_in_at, opted_out_at, last_inbound_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(c.pk)
-            .bind(medium.as_str())
-            .bind(m.opted_in_at)
-            .bind(m.opted_out_at)
-            .bind(m.last_inbound_at)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        }
+        common::insert_contact(&mut tx, c).await;
         for sent_at in &p.sent_at {
             delivery += 1;
             sqlx::query(

@@ -1,6 +1,8 @@
 //! Tricky segment cases, each checked three ways: the expected contact ids, the compiled SQL
 //! against a real SQLite file, and the in-memory evaluator.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -55,45 +57,11 @@ async fn database(contacts: &[ContactFacts]) -> (Store, tempfile::TempDir) {
         .connect_with(SqliteConnectOptions::new().filename(&path))
         .await
         .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
     for c in contacts {
-        sqlx::query(
-            "INSERT INTO contacts (pk, id, name, country, locale, created_at, updated_at, attributes) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(c.pk)
-        .bind(&c.id)
-        .bind(&c.name)
-        .bind(&c.country)
-        .bind(&c.locale)
-        .bind(c.created_at)
-        .bind(c.created_at)
-        .bind(serde_json::to_string(&c.attributes).unwrap())
-        .execute(&pool)
-        .await
-        .unwrap();
-        for tag in &c.tags {
-            sqlx::query("INSERT INTO contact_tags (contact_pk, tag) VALUES (?, ?)")
-                .bind(c.pk)
-                .bind(tag)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        for (medium, m) in &c.media {
-            sqlx::query(
-                "INSERT INTO contact_media (contact_pk, medium, opted_in_at, opted_out_at, last_inbound_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(c.pk)
-            .bind(medium.as_str())
-            .bind(m.opted_in_at)
-            .bind(m.opted_out_at)
-            .bind(m.last_inbound_at)
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
+        common::insert_contact(&mut conn, c).await;
     }
+    drop(conn);
     pool.close().await;
     (store, dir)
 }

@@ -7,6 +7,8 @@
 //! Every generated segment set is first run through `herald::spec::validate`, so the
 //! generator only produces trees that validation accepts.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -207,48 +209,7 @@ async fn replace_contacts(pool: &SqlitePool, contacts: &[ContactFacts]) {
             .unwrap();
     }
     for c in contacts {
-        sqlx::query(
-            "INSERT INTO contacts (pk, id, name, phone, email, telegram, locale, timezone, \
-             country, created_at, updated_at, attributes) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(c.pk)
-        .bind(&c.id)
-        .bind(&c.name)
-        .bind(&c.phone)
-        .bind(&c.email)
-        .bind(&c.telegram)
-        .bind(&c.locale)
-        .bind(&c.timezone)
-        .bind(&c.country)
-        .bind(c.created_at)
-        .bind(c.created_at)
-        .bind(serde_json::to_string(&c.attributes).unwrap())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        for tag in &c.tags {
-            sqlx::query("INSERT INTO contact_tags (contact_pk, tag) VALUES (?, ?)")
-                .bind(c.pk)
-                .bind(tag)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
-        for (medium, m) in &c.media {
-            sqlx::query(
-                "INSERT INTO contact_media (contact_pk, medium, opted_in_at, opted_out_at, \
-                 last_inbound_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(c.pk)
-            .bind(medium.as_str())
-            .bind(m.opted_in_at)
-            .bind(m.opted_out_at)
-            .bind(m.last_inbound_at)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        }
+        common::insert_contact(&mut tx, c).await;
     }
     tx.commit().await.unwrap();
 }

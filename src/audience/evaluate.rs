@@ -44,11 +44,18 @@ pub struct MediumFacts {
 impl MediumFacts {
     /// Opted in: consent was given, and not withdrawn at or after the time it was given.
     pub fn is_opted_in(&self) -> bool {
-        match (self.opted_in_at, self.opted_out_at) {
-            (Some(_), None) => true,
-            (Some(in_at), Some(out_at)) => out_at < in_at,
-            (None, _) => false,
-        }
+        is_opted_in(self.opted_in_at, self.opted_out_at)
+    }
+}
+
+/// The consent rule everywhere (segments, breakdowns, the send-time check, contacts):
+/// opted in when consent is recorded and no opt-out is at or after it (an opt-out at the
+/// same millisecond wins).
+pub fn is_opted_in(opted_in_at: Option<i64>, opted_out_at: Option<i64>) -> bool {
+    match (opted_in_at, opted_out_at) {
+        (Some(_), None) => true,
+        (Some(in_at), Some(out_at)) => out_at < in_at,
+        (None, _) => false,
     }
 }
 

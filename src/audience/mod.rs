@@ -52,7 +52,7 @@ pub use breakdown::{
     Breakdown, CampaignQuery, Decision, ExclusionReason, FrequencyCapQuery, QueryChannel,
     address_of, campaign_query,
 };
-pub use evaluate::{ContactFacts, MediumFacts};
+pub use evaluate::{ContactFacts, MediumFacts, is_opted_in};
 
 use crate::spec::load::{Loaded, Object};
 use crate::spec::segment::Condition;

@@ -32,9 +32,7 @@ use crate::store::runs::NewRun;
 use crate::store::{Store, StoreError};
 use pinned::{ChannelHandle, PinnedRun, Shared};
 
-pub use pinned::{
-    DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_DURATION,
-};
+pub use pinned::{DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF};
 
 /// Deliveries claimed by one [`Engine::dispatch_once`] at most.
 pub const BATCH: u32 = 1000;
@@ -316,7 +314,7 @@ impl Engine {
             revision: revision.id,
             trigger: trigger_name,
             occurrence,
-            max_duration_ms: ms(pinned::max_duration(spec)),
+            max_duration_ms: ms(spec.max_duration()),
         };
         let local = (spec.local_time && !test).then_some(&local_start as _);
         let (run, _) = self.store().create_run(&new, &query, local, now).await?;

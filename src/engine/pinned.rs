@@ -27,9 +27,6 @@ use crate::store::runs::RunRow;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(3_600);
-/// `max_duration` when the campaign gives none, and its ceiling.
-pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(86_400);
-pub const MAX_MAX_DURATION: Duration = Duration::from_secs(7 * 86_400);
 
 /// A channel ready to send, shared by every run pinned to the same version of it.
 #[derive(Debug)]
@@ -108,17 +105,6 @@ pub fn schedule_zone(campaign: &CampaignSpec) -> TimeZone {
         .as_ref()
         .and_then(|z| parse_time_zone(&z.value).ok())
         .unwrap_or(TimeZone::UTC)
-}
-
-/// `delivery.max_duration`, default 1 d, never more than 7 d.
-pub fn max_duration(campaign: &CampaignSpec) -> Duration {
-    campaign
-        .delivery
-        .as_ref()
-        .and_then(|d| d.max_duration.as_ref())
-        .and_then(|d| parse_duration(&d.value).ok())
-        .unwrap_or(DEFAULT_MAX_DURATION)
-        .min(MAX_MAX_DURATION)
 }
 
 fn rate_of(rate: Option<&crate::spec::Located<crate::spec::values::Rate>>) -> Option<RateLimit> {

@@ -18,15 +18,12 @@ use crate::spec::campaign::CampaignSpec;
 use crate::spec::channel::ChannelSpec;
 use crate::spec::located::{Located, Pos};
 use crate::spec::segment::Condition;
-use crate::spec::values::{RateLimit, parse_duration};
+use crate::spec::validate::is_credential_header;
+use crate::spec::values::RateLimit;
 use crate::spec::{Code, Diagnostic, Kind, Loaded, Object, Severity};
 
 /// How many fire times of a cron the plan shows.
 pub const NEXT_FIRES: usize = 3;
-/// A campaign's max_duration when it sets none (see `Delivery::max_duration`).
-pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(86_400);
-/// No send may last longer, whatever max_duration says.
-pub const MAX_SEND_DURATION: Duration = Duration::from_secs(7 * 86_400);
 
 /// An object as the store holds it: its body is `{"metadata": .., "spec": ..}`.
 #[derive(Clone, Debug, PartialEq)]
@@ -494,16 +491,6 @@ fn is_credential(kind: Kind, path: &[String], value: &Value) -> bool {
     }
 }
 
-/// Headers that carry credentials (as validation's rule for literal secrets).
-fn is_credential_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name == "authorization"
-        || name == "proxy-authorization"
-        || ["token", "secret", "api-key", "apikey", "password"]
-            .iter()
-            .any(|w| name.contains(w))
-}
-
 /// The value with every credential inside it replaced by `"***"`, and whether any was.
 fn masked(kind: Kind, path: &mut Vec<String>, value: Option<&Value>) -> (Option<Value>, bool) {
     fn walk(kind: Kind, path: &mut Vec<String>, value: &Value, hit: &mut bool) -> Value {
@@ -787,7 +774,7 @@ pub fn send_time(
         rate.as_ref().and_then(|r| r.value.parse().ok())
     };
     let campaign_rate: Option<RateLimit> = spec.delivery.as_ref().and_then(|d| rate_of(&d.rate));
-    let max_seconds = max_duration(spec).as_secs();
+    let max_seconds = spec.max_duration().as_secs();
     let mut slowest: Option<(f64, String)> = None;
     let mut consider = |seconds: f64, why: String| {
         if slowest.as_ref().is_none_or(|(s, _)| seconds > *s) {
@@ -830,15 +817,6 @@ pub fn send_time(
         limited_by,
         max_seconds,
     }
-}
-
-fn max_duration(spec: &CampaignSpec) -> Duration {
-    spec.delivery
-        .as_ref()
-        .and_then(|d| d.max_duration.as_ref())
-        .and_then(|m| parse_duration(&m.value).ok())
-        .unwrap_or(DEFAULT_MAX_DURATION)
-        .min(MAX_SEND_DURATION)
 }
 
 /// `send-too-long` when the estimate exceeds max_duration (or 7 days): the rest would expire.

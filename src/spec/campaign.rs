@@ -37,6 +37,22 @@ pub struct CampaignSpec {
     pub on_reply: Vec<ReplyRule>,
 }
 
+/// `delivery.max_duration` when a campaign sets none.
+pub const DEFAULT_MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+impl CampaignSpec {
+    /// How long a run may send: `delivery.max_duration`, default 1 d, never more than 7 d
+    /// (validation rejects more; the cap also holds for unvalidated input).
+    pub fn max_duration(&self) -> std::time::Duration {
+        self.delivery
+            .as_ref()
+            .and_then(|d| d.max_duration.as_ref())
+            .and_then(|d| super::values::parse_duration(&d.value).ok())
+            .unwrap_or(DEFAULT_MAX_DURATION)
+            .min(super::validate::MAX_SEND_DURATION)
+    }
+}
+
 fn default_true() -> bool {
     true
 }

@@ -37,11 +37,7 @@ impl MediumState {
     /// opt-out at the same millisecond wins). The same rule as the segments'
     /// `opted_in.<medium>`.
     pub fn is_opted_in(&self) -> bool {
-        match (self.opted_in_at, self.opted_out_at) {
-            (Some(_), None) => true,
-            (Some(in_at), Some(out_at)) => out_at < in_at,
-            (None, _) => false,
-        }
+        crate::audience::is_opted_in(self.opted_in_at, self.opted_out_at)
     }
 
     /// Opted out: an opt-out is recorded and no later consent overrides it.

@@ -244,8 +244,9 @@ pub(super) fn check_secret(secret: &Secret, field: &str, out: &mut Vec<Diagnosti
     }
 }
 
-/// Headers that carry credentials: their values must be secret references too.
-fn is_credential_header(name: &str) -> bool {
+/// Headers that carry credentials: their values must be secret references too, and plans
+/// mask them.
+pub fn is_credential_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     name == "authorization"
         || name == "proxy-authorization"

@@ -25,6 +25,8 @@ use super::segment::SegmentSpec;
 use super::template::TemplateSpec;
 use super::webhook::WebhookSpec;
 
+pub use channels::is_credential_header;
+pub use delivery::MAX_SEND_DURATION;
 pub use schedule::{ParsedSchedule, parse_at, resolve_local};
 pub use templates::{CONTACT_FIELDS, RUN_SCOPE};
 
