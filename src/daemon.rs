@@ -4,7 +4,7 @@
 //! `reconciler` (the single writer of specs: reads the directory, applies a valid revision,
 //! records an invalid one as rejected and keeps the one in force), `scheduler` (fires and
 //! skips occurrences by [`crate::schedule::decide`]), `engine` (dispatches deliveries) and
-//! `http` (health and readiness for now; the HTTP API plugs in at [`router`]).
+//! `http` (the API, [`crate::http`]).
 //!
 //! Shutdown is two-phase: when `shutdown` resolves, the watcher, reconciler and scheduler
 //! stop taking work and the engine is told to stop claiming; the engine then finishes its
@@ -26,6 +26,7 @@ use tokio::sync::{Notify, mpsc, watch as signal};
 use tokio::task::JoinSet;
 
 use crate::engine::{Clock, Engine, SystemClock, Trigger};
+use crate::http::{self, Tokens};
 use crate::reconcile::{self, ApplyOutcome, StoredObject};
 use crate::schedule::{self, CampaignSchedule, Decision, ParsedSchedule, ScheduleState};
 use crate::spec::{self, Kind, Object};
@@ -123,6 +124,10 @@ pub struct ServeConfig {
     pub clock: Arc<dyn Clock>,
     /// The run engine; `None`: [`Engine`] over the store.
     pub runs: Option<Arc<dyn Runs>>,
+    /// The API's bearer tokens (none: every guarded route answers 401).
+    pub tokens: Tokens,
+    /// The URL providers reach herald at, for callback signatures and unsubscribe links.
+    pub public_url: Option<String>,
 }
 
 impl ServeConfig {
@@ -136,6 +141,8 @@ impl ServeConfig {
             pacing: Pacing::default(),
             clock: Arc::new(SystemClock),
             runs: None,
+            tokens: Tokens::default(),
+            public_url: None,
         }
     }
 }
@@ -162,6 +169,8 @@ pub async fn serve(
         pacing,
         clock,
         runs,
+        tokens,
+        public_url,
     } = config;
     let address = listener
         .local_addr()
@@ -172,8 +181,20 @@ pub async fn serve(
     if let Some(csv) = &contacts {
         import_contacts(&store, csv, clock.now()).await?;
     }
-    let runs: Arc<dyn Runs> =
-        runs.unwrap_or_else(|| Arc::new(Engine::new(store.clone(), dir.clone(), clock.clone())));
+    // The HTTP control routes need the engine itself; a substitute (tests) leaves them 503.
+    let engine = runs
+        .is_none()
+        .then(|| Engine::new(store.clone(), dir.clone(), clock.clone()));
+    let runs: Arc<dyn Runs> = match (&engine, runs) {
+        (Some(engine), _) => Arc::new(engine.clone()),
+        (None, Some(runs)) => runs,
+        (None, None) => unreachable!("an engine is built when no substitute is given"),
+    };
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens configured (HERALD_ADMIN_TOKEN or HERALD_TOKENS_FILE): every guarded route answers 401"
+        );
+    }
     runs.recover()
         .await
         .context("while recovering deliveries left mid-send")?;
@@ -243,9 +264,16 @@ pub async fn serve(
         tasks.spawn(async move { ("engine", runs.run(Box::pin(stop)).await) });
     }
     {
-        // ---- HTTP: health and readiness only; the HTTP API issue replaces `router` with
-        // `http::router(..)` and keeps this task as it is. ----
-        let (app, stop) = (router(revision_rx), stopped());
+        let state = http::AppState {
+            store: store.clone(),
+            engine,
+            tokens: Arc::new(tokens),
+            clock: clock.clone(),
+            dir: dir.clone(),
+            public_url,
+            revision: revision_rx,
+        };
+        let (app, stop) = (http::router(state), stopped());
         tasks.spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
@@ -778,28 +806,4 @@ impl Scheduler {
         }
         Ok(earliest)
     }
-}
-
-/// The HTTP routes served so far: `/healthz` (the process is up) and `/readyz` (a revision
-/// is in force). The HTTP API issue replaces this with `http::router`.
-pub fn router(revision: signal::Receiver<Option<i64>>) -> axum::Router {
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let revision = *revision.borrow();
-                async move {
-                    match revision {
-                        Some(id) => (StatusCode::OK, format!("ready: revision {id} in force\n")),
-                        None => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: no revision in force\n".to_string(),
-                        ),
-                    }
-                }
-            }),
-        )
 }

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod contacts;
 pub mod daemon;
 pub mod engine;
+pub mod http;
 pub mod message;
 pub mod output;
 pub mod reconcile;

@@ -428,7 +428,7 @@ async fn every_recipient_ends_in_exactly_one_final_state_and_the_run_finishes() 
     // Every third address is refused for good; the rest are accepted.
     let rx = Receiver::start(|hit, _| {
         let n: u32 = hit.to[hit.to.len() - 2..].parse().unwrap();
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             Answer::Status(400, None, "invalid number")
         } else {
             Answer::Ok

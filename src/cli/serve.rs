@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Apply a directory with no documents (retiring every campaign) instead of refusing it.
     #[arg(long)]
     pub allow_empty: bool,
+    /// The URL providers and browsers reach this server at (e.g. https://herald.example.com),
+    /// used to check providers' callback signatures and to build unsubscribe links.
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// text: for people; json: one object per line, for log collectors.
     #[arg(long, value_enum, env = "HERALD_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -52,6 +56,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     let mut config = ServeConfig::new(args.dir, args.db.path, listener);
     config.contacts = args.contacts;
     config.allow_empty = args.allow_empty;
+    config.public_url = args.public_url;
+    config.tokens = crate::http::Tokens::from_env()?;
     match daemon::serve(config, first_signal_then_force()).await {
         Ok(()) => Ok(Outcome::Ok),
         Err(e) => {
