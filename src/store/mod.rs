@@ -12,10 +12,14 @@
 
 pub mod contacts;
 pub mod deliveries;
+pub mod inbound;
+pub mod reports;
 pub mod revisions;
 pub mod runs;
 pub mod schedule;
 pub mod segments;
+pub mod status;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
