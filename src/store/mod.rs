@@ -13,6 +13,7 @@
 pub mod contacts;
 pub mod deliveries;
 pub mod inbound;
+pub mod metrics;
 pub mod reports;
 pub mod revisions;
 pub mod runs;
