@@ -16,15 +16,21 @@
 //! only after a successful `flush`, those deliveries are still `sending` in the store and
 //! crash recovery marks them `unknown` (the outbox does not honour idempotency keys).
 //!
+//! Every channel that writes to the same file (two Channel files naming one path, or a
+//! run pinned to an older revision of the channel beside a run of the new one) shares one
+//! writer, found by the file's canonical path: two writers with their own lengths would
+//! cut each other's lines when one cuts back after a failed write.
+//!
 //! A failed write is cut back to the last whole line (`set_len`), and a file left ending
 //! in a torn line by a crash gets a line break on open, so every line a reader sees after
 //! that is whole JSON (the torn fragment is a line of its own, which a reader skips).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -85,31 +91,13 @@ impl OutboxChannel {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io_error)?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(io_error)?;
-        let mut whole_len = file.metadata().map_err(io_error)?.len();
-        if ends_in_torn_line(&mut file, whole_len).map_err(io_error)? {
-            file.write_all(b"\n").map_err(io_error)?;
-            file.sync_data().map_err(io_error)?;
-            whole_len += 1;
-        }
+        let writer = shared_writer(path).map_err(io_error)?;
         Ok(OutboxChannel {
             name: name.to_string(),
             medium,
             path: path.to_path_buf(),
             max_in_flight: max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
-            writer: Arc::new(Mutex::new(Writer {
-                file,
-                whole_len,
-                pending: Vec::new(),
-                pending_lines: 0,
-                oldest_pending: None,
-                unsynced: false,
-            })),
+            writer,
             sequence: AtomicU64::new(0),
         })
     }
@@ -182,6 +170,42 @@ impl OutboxChannel {
             source,
         })
     }
+}
+
+/// The one writer of the file at `path` in this process: the live one if a channel already
+/// writes there, else a new one over the file opened for appending.
+fn shared_writer(path: &Path) -> std::io::Result<Arc<Mutex<Writer>>> {
+    static WRITERS: OnceLock<Mutex<HashMap<PathBuf, Weak<Mutex<Writer>>>>> = OnceLock::new();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
+    let key = std::fs::canonicalize(path)?;
+    let mut writers = WRITERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    writers.retain(|_, w| w.strong_count() > 0);
+    if let Some(live) = writers.get(&key).and_then(Weak::upgrade) {
+        return Ok(live);
+    }
+    let mut whole_len = file.metadata()?.len();
+    if ends_in_torn_line(&mut file, whole_len)? {
+        file.write_all(b"\n")?;
+        file.sync_data()?;
+        whole_len += 1;
+    }
+    let writer = Arc::new(Mutex::new(Writer {
+        file,
+        whole_len,
+        pending: Vec::new(),
+        pending_lines: 0,
+        oldest_pending: None,
+        unsynced: false,
+    }));
+    writers.insert(key, Arc::downgrade(&writer));
+    Ok(writer)
 }
 
 #[derive(Serialize)]
@@ -332,6 +356,28 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), SYNC_EVERY_LINES);
+    }
+
+    #[tokio::test]
+    async fn two_channels_on_one_file_share_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let first = OutboxChannel::open("a", Medium::Sms, &path, None).unwrap();
+        // The same file by another spelling of its path.
+        let again = dir.path().join(".").join("out.jsonl");
+        let second = OutboxChannel::open("b", Medium::Sms, &again, None).unwrap();
+        assert!(Arc::ptr_eq(&first.writer, &second.writer));
+        first.send(&message(1)).await;
+        second.send(&message(2)).await;
+        second.flush().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        drop((first, second));
+        // Once no channel writes there, a new one opens the file afresh.
+        let third = OutboxChannel::open("c", Medium::Sms, &path, None).unwrap();
+        assert_eq!(
+            lock(&third.writer).whole_len,
+            std::fs::metadata(&path).unwrap().len()
+        );
     }
 
     #[tokio::test]
