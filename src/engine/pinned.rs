@@ -43,10 +43,12 @@ pub struct ChannelHandle {
 pub struct Shared {
     /// (channel name, spec hash) → the built channel.
     pub channels: BTreeMap<(String, String), Arc<ChannelHandle>>,
-    /// (channel name, interval) → limiter.
-    pub channel_limits: BTreeMap<(String, Duration), Arc<Gcra>>,
-    /// channel name → requests in flight.
-    pub in_flight: BTreeMap<String, Arc<Semaphore>>,
+    /// channel name → its one limiter, and the revision whose rate it has. A run pinned to
+    /// a newer revision of the channel sets the rate; older runs keep sharing the limiter,
+    /// so runs of old and new revisions together never exceed the newest rate.
+    pub channel_limits: BTreeMap<String, (i64, Arc<Gcra>)>,
+    /// channel name → (the limit it was sized for, requests in flight).
+    pub in_flight: BTreeMap<String, (usize, Arc<Semaphore>)>,
     /// (campaign, interval) → limiter.
     pub campaign_limits: BTreeMap<(String, Duration), Arc<Gcra>>,
 }
@@ -163,7 +165,15 @@ pub fn pin(
             .find(|s| s.kind == crate::spec::Kind::Channel && s.name == *name)
             .map(|s| s.hash.clone())
             .unwrap_or_default();
-        let handle = channel_handle(name, &hash, spec, campaign_dir, &secrets, shared);
+        let handle = channel_handle(
+            name,
+            &hash,
+            run.revision,
+            spec,
+            campaign_dir,
+            &secrets,
+            shared,
+        );
         channels.push(ChannelUse {
             name: name.clone(),
             medium,
@@ -214,9 +224,11 @@ pub fn pin(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn channel_handle(
     name: &str,
     hash: &str,
+    revision: i64,
     spec: &ChannelSpec,
     campaign_dir: &Path,
     secrets: &SecretResolver,
@@ -236,18 +248,31 @@ fn channel_handle(
     }
     let channel = channels::build(name, &spec, secrets).map_err(|e| e.to_string())?;
     let limiter = rate_of(spec.rate.as_ref()).map(|limit| {
-        let g = Gcra::new(limit);
-        shared
+        let (set_by, g) = shared
             .channel_limits
-            .entry((name.to_string(), g.interval()))
-            .or_insert_with(|| Arc::new(g))
-            .clone()
+            .entry(name.to_string())
+            .or_insert_with(|| (revision, Arc::new(Gcra::new(limit))));
+        if revision > *set_by {
+            g.set_limit(limit);
+            *set_by = revision;
+        }
+        g.clone()
     });
-    let in_flight = shared
+    // One semaphore per channel, so old and new runs together keep to the limit; sized by
+    // the newest build (a changed `max_in_flight` takes effect as permits come back).
+    let wanted = channel.max_in_flight().max(1);
+    let (size, in_flight) = shared
         .in_flight
         .entry(name.to_string())
-        .or_insert_with(|| Arc::new(Semaphore::new(channel.max_in_flight().max(1))))
-        .clone();
+        .or_insert_with(|| (wanted, Arc::new(Semaphore::new(wanted))));
+    if wanted > *size {
+        in_flight.add_permits(wanted - *size);
+        *size = wanted;
+    } else if wanted < *size {
+        // Only idle permits can be taken back; what is in use now stays until a later build.
+        *size -= in_flight.forget_permits(*size - wanted);
+    }
+    let in_flight = in_flight.clone();
     let window = match &spec.send_window {
         Some(w) => Some(Window::from_spec(w)?),
         None => None,

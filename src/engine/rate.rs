@@ -16,6 +16,7 @@
 //! released by the first bunch up while they wait for the second, breaking the first's bound.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -29,26 +30,40 @@ use crate::spec::values::RateLimit;
 /// 99% of the configured rate.
 pub const JITTER_MARGIN: f64 = 0.01;
 
-/// One GCRA limiter with a burst of 1.
+/// One GCRA limiter with a burst of 1. Its rate can be changed while sends wait on it (a
+/// Channel file edited while runs send through it): one limiter per channel, whatever
+/// revision each run is pinned to, so old and new runs together still keep to one rate.
 #[derive(Debug)]
 pub struct Gcra {
-    interval: Duration,
+    /// The spacing between sends, in nanoseconds.
+    interval_ns: AtomicU64,
     tat: Mutex<Option<Instant>>,
+}
+
+/// `period / count`, plus [`JITTER_MARGIN`].
+fn spacing(limit: RateLimit) -> Duration {
+    let exact = limit.period.duration() / limit.count.max(1);
+    (exact + exact.mul_f64(JITTER_MARGIN)).max(Duration::from_nanos(1))
 }
 
 impl Gcra {
     /// A limiter spacing sends `period / count` apart, plus [`JITTER_MARGIN`].
     pub fn new(limit: RateLimit) -> Gcra {
-        let exact = limit.period.duration() / limit.count.max(1);
-        let interval = exact + exact.mul_f64(JITTER_MARGIN);
         Gcra {
-            interval: interval.max(Duration::from_nanos(1)),
+            interval_ns: AtomicU64::new(nanos(spacing(limit))),
             tat: Mutex::new(None),
         }
     }
 
     pub fn interval(&self) -> Duration {
-        self.interval
+        Duration::from_nanos(self.interval_ns.load(Ordering::Relaxed))
+    }
+
+    /// Sends from now on are spaced by `limit`; the next one is still due at the current
+    /// theoretical arrival time.
+    pub fn set_limit(&self, limit: RateLimit) {
+        self.interval_ns
+            .store(nanos(spacing(limit)), Ordering::Relaxed);
     }
 
     /// How many sends this limiter would let through between now and `now + horizon`
@@ -61,9 +76,13 @@ impl Gcra {
             return 0;
         }
         let spare = end - tat;
-        let n = spare.as_nanos() / self.interval.as_nanos().max(1) + 1;
+        let n = spare.as_nanos() / self.interval().as_nanos().max(1) + 1;
         u32::try_from(n).unwrap_or(u32::MAX)
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,7 +111,7 @@ pub async fn acquire(limiters: &[&Gcra]) {
                 .unwrap_or(now);
             if ready_at <= now {
                 for (guard, g) in guards.iter_mut().zip(&ordered) {
-                    **guard = Some(next_tat(**guard, now, g.interval));
+                    **guard = Some(next_tat(**guard, now, g.interval()));
                 }
                 return;
             }
@@ -161,6 +180,21 @@ mod tests {
         // The fast one was charged only when a send went out: it is ready again at once,
         // not owed the sends the slow one held back.
         assert!(fast.capacity_within(Duration::from_millis(5)) >= 4);
+    }
+
+    #[test]
+    fn a_changed_limit_spaces_the_sends_that_follow() {
+        let g = Gcra::new(RateLimit {
+            count: 10,
+            period: RatePeriod::Second,
+        });
+        assert_eq!(g.capacity_within(Duration::from_millis(950)), 10);
+        g.set_limit(RateLimit {
+            count: 100,
+            period: RatePeriod::Second,
+        });
+        assert_eq!(g.interval(), Duration::from_micros(10_100));
+        assert_eq!(g.capacity_within(Duration::from_millis(950)), 95);
     }
 
     #[test]
