@@ -264,6 +264,18 @@ pub async fn serve(
         tasks.spawn(async move { ("engine", runs.run(Box::pin(stop)).await) });
     }
     {
+        // The webhook outbox sender: events the store queued with each change, to the
+        // Webhook subscribers. Stops with the others; what it has not sent stays queued.
+        let sender = crate::webhooks::Sender::new(store.clone(), dir.clone(), clock.clone())
+            .context("while setting up the webhook sender's HTTP client")?
+            .with_retry_scale(crate::webhooks::sender::retry_scale_from_env());
+        let stop = stopped();
+        tasks.spawn(async move {
+            sender.run(stop).await;
+            ("webhooks", Ok(()))
+        });
+    }
+    {
         let state = http::AppState {
             store: store.clone(),
             engine,
@@ -457,8 +469,23 @@ impl Reconciler {
         }
     }
 
-    /// Reconciles, reading again (after `quiet`) while the directory changes under it.
+    /// Reconciles, reading again (after `quiet`) while the directory changes under it, and
+    /// records the outcome and how long it took in the reload metrics ([`crate::metrics`]).
     async fn reconcile_settled(&mut self, quiet: Duration) -> anyhow::Result<Reconciled> {
+        use crate::metrics::ReloadOutcome;
+        let started = std::time::Instant::now();
+        let result = self.settle(quiet).await;
+        let outcome = match &result {
+            Ok(Reconciled::Applied(_)) => ReloadOutcome::Applied,
+            Ok(Reconciled::Unchanged) => ReloadOutcome::Unchanged,
+            Ok(Reconciled::Rejected(_) | Reconciled::StillRejected) => ReloadOutcome::Rejected,
+            Ok(Reconciled::Unsettled) | Err(_) => ReloadOutcome::Error,
+        };
+        crate::metrics::reload(outcome, started.elapsed(), self.clock.now());
+        result
+    }
+
+    async fn settle(&mut self, quiet: Duration) -> anyhow::Result<Reconciled> {
         for _ in 0..10 {
             match self.reconcile_once().await? {
                 Reconciled::Unsettled => {

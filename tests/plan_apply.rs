@@ -414,6 +414,15 @@ async fn a_rejected_revision_leaves_every_table_as_it_was_but_one_revision_row()
             assert!(new.starts_with("2|"), "{new}");
             assert!(new.contains("'rejected'"), "{new}");
             assert!(new.contains("operator-value-mismatch"), "{new}");
+        } else if table == "webhook_outbox" {
+            // The rejection is reported to the example's Webhook (it subscribes to
+            // config.rejected), in the same transaction: one event, nothing else.
+            assert_eq!(rows_after.len(), rows_before.len() + 1, "{rows_after:?}");
+            assert_eq!(&rows_after[..rows_before.len()], &rows_before[..]);
+            assert!(
+                rows_after[rows_before.len()].contains("'config.rejected'"),
+                "{rows_after:?}"
+            );
         } else {
             assert_eq!(rows_after, rows_before, "table {table} changed");
         }

@@ -5,10 +5,12 @@
 //! starts the async runtime for the commands that use the store, and maps outcomes to exit
 //! codes.
 
+pub mod api_client;
 mod audience;
 mod contacts;
 mod plan;
 mod render;
+mod runs;
 pub mod serve;
 
 use std::io::{IsTerminal, Write};
@@ -66,6 +68,14 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Run the daemon: watch DIR, apply each valid revision, fire campaigns on schedule.
     Serve(serve::ServeArgs),
+    /// List, show, follow, pause, resume or cancel the runs of a running daemon
+    /// (`--url`; the token from HERALD_TOKEN).
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Start a campaign's run now on a running daemon.
+    Trigger(runs::TriggerArgs),
+    /// Send a campaign's message to one contact as a test (not counted in its figures).
+    SendTest(runs::SendTestArgs),
 }
 
 /// What a command ended with.
@@ -97,6 +107,9 @@ pub fn run() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(serve::run(args))),
+        Command::Runs(command) => block_on(runs::run(command)),
+        Command::Trigger(args) => block_on(runs::trigger(args)),
+        Command::SendTest(args) => block_on(runs::send_test(args)),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::row::COLUMNS;
 use crate::spec::channel::Medium;
-use crate::store::contacts::ContactRecord;
+use crate::store::contacts::{ContactRecord, ContactsSnapshot};
 use crate::store::{Store, StoreError};
 
 /// Contacts read per query: enough to amortize each query, small enough for constant memory.
@@ -34,32 +34,81 @@ pub enum ExportError {
 /// time. Returns the number of contacts written.
 ///
 /// `out` is written synchronously: the export is the only thing its caller does.
-pub async fn export<W: Write>(store: &Store, out: W) -> Result<u64, ExportError> {
-    let mut snapshot = store.contacts_snapshot().await?;
-    let keys = snapshot.attribute_keys().await?;
-    let mut csv = csv::Writer::from_writer(out);
-    csv.write_record(
-        COLUMNS
-            .iter()
-            .copied()
-            .chain(keys.iter().map(String::as_str)),
-    )?;
-    let mut written = 0;
-    let mut cells: Vec<String> = Vec::with_capacity(COLUMNS.len() + keys.len());
-    loop {
-        let page = snapshot.next_page(PAGE).await?;
-        if page.is_empty() {
-            break;
+pub async fn export<W: Write>(store: &Store, mut out: W) -> Result<u64, ExportError> {
+    let mut export = CsvExport::start(store).await?;
+    while let Some(chunk) = export.next_chunk().await? {
+        out.write_all(&chunk)?;
+    }
+    out.flush()?;
+    Ok(export.written())
+}
+
+/// The export as a sequence of chunks of CSV text, for a caller that writes them
+/// asynchronously (the HTTP API streams them as the response body): the header, then one
+/// chunk per page of contacts. Holds one read snapshot (a read connection) until dropped.
+pub struct CsvExport {
+    snapshot: ContactsSnapshot,
+    keys: Vec<String>,
+    header_done: bool,
+    finished: bool,
+    written: u64,
+}
+
+impl CsvExport {
+    /// Opens the snapshot and reads the attribute keys (the header's last columns).
+    pub async fn start(store: &Store) -> Result<CsvExport, ExportError> {
+        let mut snapshot = store.contacts_snapshot().await?;
+        let keys = snapshot.attribute_keys().await?;
+        Ok(CsvExport {
+            snapshot,
+            keys,
+            header_done: false,
+            finished: false,
+            written: 0,
+        })
+    }
+
+    /// The next piece of the file: the header first, then a page of contacts; `None` at
+    /// the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ExportError> {
+        if self.finished {
+            return Ok(None);
         }
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        if !self.header_done {
+            self.header_done = true;
+            csv.write_record(
+                COLUMNS
+                    .iter()
+                    .copied()
+                    .chain(self.keys.iter().map(String::as_str)),
+            )?;
+            return Ok(Some(into_bytes(csv)?));
+        }
+        let page = self.snapshot.next_page(PAGE).await?;
+        if page.is_empty() {
+            self.finished = true;
+            return Ok(None);
+        }
+        let mut cells: Vec<String> = Vec::with_capacity(COLUMNS.len() + self.keys.len());
         for record in &page {
             cells.clear();
-            cells_of(record, &keys, &mut cells);
+            cells_of(record, &self.keys, &mut cells);
             csv.write_record(&cells)?;
-            written += 1;
+            self.written += 1;
         }
+        Ok(Some(into_bytes(csv)?))
     }
-    csv.flush()?;
-    Ok(written)
+
+    /// Contacts written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+fn into_bytes(csv: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, ExportError> {
+    csv.into_inner()
+        .map_err(|e| ExportError::Io(std::io::Error::other(e.to_string())))
 }
 
 fn instant(ms: i64) -> String {

@@ -83,6 +83,11 @@ pub enum Trigger {
     /// A test send to one contact, sent even if the campaign is disabled and never counted
     /// in the campaign's figures.
     Test { contact_id: String },
+    /// A follow-up for one contact who replied (an `on_reply` rule's `start`): a real run,
+    /// counted in the figures, with consent, frequency cap and exclusions applied. Like a
+    /// test send it may start a disabled campaign (follow-ups are usually campaigns that
+    /// never fire on their own) and goes out now, never at a local time.
+    Reply { contact_id: String },
 }
 
 /// Why the engine could not do what was asked. Variants are what callers branch on.
@@ -264,7 +269,8 @@ impl Engine {
         let spec = pinned::campaign_of(&loaded, campaign)
             .ok_or_else(|| EngineError::UnknownCampaign(campaign.to_string()))?;
         let test = matches!(trigger, Trigger::Test { .. });
-        if !spec.enabled && !test {
+        let one_contact = matches!(trigger, Trigger::Test { .. } | Trigger::Reply { .. });
+        if !spec.enabled && !one_contact {
             return Err(EngineError::CampaignDisabled(campaign.to_string()));
         }
         let mut query =
@@ -272,7 +278,7 @@ impl Engine {
                 campaign: campaign.to_string(),
                 message: e.to_string(),
             })?;
-        if let Trigger::Test { contact_id } = &trigger {
+        if let Trigger::Test { contact_id } | Trigger::Reply { contact_id } = &trigger {
             if self.store().contact(contact_id).await?.is_none() {
                 return Err(EngineError::UnknownContact(contact_id.clone()));
             }
@@ -281,8 +287,10 @@ impl Engine {
                 where_sql: "c.id = ?".into(),
                 params: vec![SqlValue::Text(contact_id.clone())],
             };
-            query.exclude.clear();
-            query.frequency_cap = None;
+            if test {
+                query.exclude.clear();
+                query.frequency_cap = None;
+            }
         }
         let campaign_spec_id = self
             .store()
@@ -293,6 +301,7 @@ impl Engine {
             Trigger::Schedule { occurrence } => ("schedule", Some(*occurrence)),
             Trigger::Manual => ("manual", None),
             Trigger::Test { .. } => ("test", None),
+            Trigger::Reply { .. } => ("reply", None),
         };
         let zone = pinned::schedule_zone(spec);
         // local_time: the schedule's wall-clock time, in each contact's zone; a time that
@@ -316,7 +325,7 @@ impl Engine {
             occurrence,
             max_duration_ms: ms(spec.max_duration()),
         };
-        let local = (spec.local_time && !test).then_some(&local_start as _);
+        let local = (spec.local_time && !one_contact).then_some(&local_start as _);
         let (run, _) = self.store().create_run(&new, &query, local, now).await?;
         self.inner.wake.notify_one();
         Ok(run)
@@ -433,6 +442,8 @@ impl Engine {
         if claimed.is_empty() {
             return Ok(0);
         }
+        let claimed_channels: HashMap<i64, String> =
+            claimed.iter().map(|c| (c.id, c.channel.clone())).collect();
         let prepared = match self.prepare(&claimed, &runs, now).await {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -474,8 +485,16 @@ impl Engine {
                             .chain(run.campaign_limit.iter())
                             .map(|g| g.as_ref())
                             .collect();
+                        let asked = std::time::Instant::now();
                         rate::acquire(&limiters).await;
-                        (i, handle.channel.send(&message).await)
+                        let waited = asked.elapsed();
+                        if waited >= Duration::from_millis(1) {
+                            crate::metrics::rate_limit_wait(handle.channel.name(), waited);
+                        }
+                        let sending = std::time::Instant::now();
+                        let outcome = handle.channel.send(&message).await;
+                        crate::metrics::provider_latency(handle.channel.name(), sending.elapsed());
+                        (i, outcome)
                     });
                 }
             }
@@ -560,6 +579,7 @@ impl Engine {
             results.push(r);
         }
         self.record_until_done(&results, recorded_at).await?;
+        count_results(&claimed_channels, &results);
         Ok(attempted)
     }
 
@@ -918,7 +938,9 @@ impl Engine {
             .run_row(run)
             .await?
             .ok_or(EngineError::UnknownRun(run))?;
-        if row.trigger != "test" && !self.campaign_enabled(&row.campaign).await? {
+        if !matches!(row.trigger.as_str(), "test" | "reply")
+            && !self.campaign_enabled(&row.campaign).await?
+        {
             return Err(EngineError::CampaignDisabled(row.campaign));
         }
         let changed = self
@@ -990,7 +1012,9 @@ impl Engine {
             .collect();
         let now = self.now();
         for run in self.store().active_runs().await? {
-            if run.trigger == "test" {
+            // Runs for one contact may run while their campaign is disabled; a removed
+            // campaign still cancels them (apply does).
+            if matches!(run.trigger.as_str(), "test" | "reply") {
                 continue;
             }
             match enabled.get(run.campaign.as_str()) {
@@ -1036,6 +1060,19 @@ impl Engine {
             .run_status(run)
             .await?
             .ok_or(EngineError::UnknownRun(run))
+    }
+}
+
+/// Counts a recorded batch in the `herald_messages_total` metric, once per (channel,
+/// status). Rows put back without an attempt (a closed send window) are not results.
+fn count_results(channel_of: &HashMap<i64, String>, results: &[Recorded]) {
+    let mut counts: HashMap<(&str, DeliveryStatus), u64> = HashMap::new();
+    for r in results.iter().filter(|r| r.attempts_delta == 0) {
+        let channel = channel_of.get(&r.id).map_or("", String::as_str);
+        *counts.entry((channel, r.status)).or_default() += 1;
+    }
+    for ((channel, status), n) in counts {
+        crate::metrics::message_result(channel, status.as_str(), n);
     }
 }
 

@@ -130,11 +130,15 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(self.body())).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             // Bearer for API clients; Basic (any user name, the token as password) lets a
-            // browser open the status page.
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer, Basic realm=\"herald\""),
-            );
+            // browser open the status page. Two header lines: Chromium ignores a Basic
+            // challenge that follows another scheme on one line.
+            let headers = response.headers_mut();
+            for challenge in ["Bearer realm=\"herald\"", "Basic realm=\"herald\""] {
+                headers.append(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static(challenge),
+                );
+            }
         }
         response
     }

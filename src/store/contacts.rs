@@ -554,3 +554,19 @@ impl ContactsSnapshot {
         Ok(page)
     }
 }
+
+impl Store {
+    /// Deletes contact `id` with its tags and media (the foreign keys cascade), in one write
+    /// transaction. Its deliveries stay: reports keep who was sent what. Returns whether a
+    /// contact was deleted.
+    pub async fn delete_contact(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM contacts WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+}

@@ -187,6 +187,7 @@ impl Store {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
+        super::webhooks::enqueue_runs_finished(&mut tx, &housekeeping.finished_runs, now).await?;
         let mut claimed = Vec::new();
         for slot in slots.iter().filter(|s| s.limit > 0) {
             let rows = sqlx::query(
@@ -380,6 +381,7 @@ impl Store {
                     .await?;
             }
         }
+        super::webhooks::enqueue_recorded(&mut tx, results, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -58,6 +58,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "engine",
         include_str!("../../migrations/0004_engine.sql"),
     ),
+    (
+        6,
+        "webhooks inbound",
+        include_str!("../../migrations/0006_webhooks_inbound.sql"),
+    ),
+    (
+        7,
+        "metrics and status page indexes",
+        include_str!("../../migrations/0007_metrics_page.sql"),
+    ),
+    (
+        8,
+        "delivery reports",
+        include_str!("../../migrations/0008_delivery_reports.sql"),
+    ),
 ];
 
 /// Why the store could not be used.

@@ -224,6 +224,8 @@ impl Store {
         .bind(errors_json)
         .fetch_one(&mut *tx)
         .await?;
+        super::webhooks::enqueue_config_rejected(&mut tx, id, hash, errors_json, millis(now))
+            .await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -327,6 +329,8 @@ impl Store {
             .await?
             .rows_affected();
         }
+        super::webhooks::enqueue_runs_cancelled_by_revision(&mut tx, revision, now).await?;
+        super::webhooks::enqueue_config_applied(&mut tx, revision, write, now).await?;
         tx.commit().await?;
         Ok(applied)
     }

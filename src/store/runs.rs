@@ -331,6 +331,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        super::webhooks::enqueue_runs_finished(&mut tx, &[run], now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -383,6 +384,7 @@ impl Store {
         .bind(run)
         .execute(&mut *tx)
         .await?;
+        super::webhooks::enqueue_runs_finished(&mut tx, &[run], now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -588,6 +590,7 @@ impl Store {
         .bind(run)
         .execute(&mut *tx)
         .await?;
+        super::webhooks::enqueue_run_created(&mut tx, run, now).await?;
         tx.commit().await?;
         Ok((run, true))
     }
