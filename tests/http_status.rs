@@ -248,6 +248,24 @@ async fn status_keeps_the_revision_in_force_and_shows_a_rejected_reload_at_file_
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["dormant", "other", "promo", "slow"]);
+    assert_eq!(after["last_check"]["outcome"], "rejected", "{after}");
+
+    // The bad file removed: the directory is the revision in force again. The last
+    // reload still shows the rejection; the last check says the directory is back.
+    std::fs::remove_file(site.herald.dir.join("campaigns/broken.yaml")).unwrap();
+    let started = Instant::now();
+    let back = loop {
+        let (_, now) = site.get("/v1/status").await;
+        if now["last_check"]["outcome"] == "unchanged" {
+            break now;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            panic!("the revert was not seen in 20 s: {now}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(back["revision_in_force"]["id"], in_force, "{back}");
+    assert_eq!(back["last_reload"]["status"], "rejected", "{back}");
 }
 
 #[tokio::test]

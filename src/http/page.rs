@@ -476,6 +476,7 @@ mod tests {
         status::StatusView {
             revision_in_force: None,
             last_reload: None,
+            last_check: None,
             campaigns: 0,
             active_runs: 0,
             outbox: None,

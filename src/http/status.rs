@@ -38,6 +38,12 @@ pub struct StatusView {
     /// The latest reload that found the directory changed: applied, or rejected with its
     /// errors (the revision in force then stays what it was). `null` before the first.
     pub last_reload: Option<ReloadView>,
+    /// This daemon's latest look at the directory, whatever it found: `applied`,
+    /// `unchanged` (the directory is the revision in force, e.g. after a bad edit was
+    /// reverted, while `last_reload` still shows the rejection), `rejected` or `error`.
+    /// `null` before the first look, and when the store was changed by `herald apply`
+    /// rather than this daemon.
+    pub last_check: Option<CheckView>,
     /// Campaigns in the revision in force (enabled or not).
     pub campaigns: u64,
     /// Runs scheduled, running or paused, test sends included.
@@ -45,6 +51,16 @@ pub struct StatusView {
     /// The webhook outbox: events waiting to be acknowledged by subscribers. Optional so
     /// that a daemon without webhooks support can leave it `null`.
     pub outbox: Option<OutboxView>,
+}
+
+/// One look of the daemon at its directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CheckView {
+    /// `applied`, `unchanged`, `rejected` or `error`.
+    #[schema(example = "unchanged")]
+    pub outcome: String,
+    /// RFC 3339, UTC.
+    pub at: String,
 }
 
 /// A revision in force.
@@ -351,6 +367,10 @@ pub async fn status_view(state: &AppState) -> Result<StatusView, ApiError> {
         at: rfc3339(r.at),
         errors: reload_errors(&r.errors, &state.dir),
     });
+    let last_check = crate::metrics::last_reload().map(|r| CheckView {
+        outcome: r.outcome.as_str().to_string(),
+        at: rfc3339(r.at),
+    });
     let campaigns = store.campaigns_in_force().await?.len() as u64;
     let active_runs = store.active_run_count().await?;
     let outbox = store.outbox_stats().await?;
@@ -358,6 +378,7 @@ pub async fn status_view(state: &AppState) -> Result<StatusView, ApiError> {
     Ok(StatusView {
         revision_in_force,
         last_reload,
+        last_check,
         campaigns,
         active_runs,
         outbox: Some(OutboxView {
