@@ -67,6 +67,14 @@ spec:
   channels: {strategy: fallback, use: [sms-main, email-main]}
   template: hello
   schedule: {now: true}
+---
+apiVersion: herald/v1
+kind: Webhook
+metadata: {name: crm}
+spec:
+  url: http://127.0.0.1:9/hooks
+  secret: "${file:hook-secret}"
+  events: [contact.opted_out]
 "#;
 
 struct Site {
@@ -81,6 +89,11 @@ impl Site {
         let dir = scratch.path().join("site");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("site.yaml"), SITE).unwrap();
+        std::fs::write(
+            dir.join("hook-secret"),
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .unwrap();
         let herald = Herald::start(&dir, &scratch.path().join("herald.db"));
         Site {
             _scratch: scratch,
@@ -343,6 +356,18 @@ async fn consent_is_recorded_per_medium_with_its_source() {
     assert_eq!(sms["opted_out"], true);
     assert_eq!(sms["opted_out_source"], "stop-keyword");
     assert_eq!(read["media"].get("email"), None);
+    // Reported to the Webhook subscribed to contact.opted_out, once.
+    site.call(
+        "POST",
+        "/v1/contacts/c1/opt-out",
+        Some(json!({"medium": "sms", "source": "again"})),
+    )
+    .await;
+    let events = opted_out_events(&site.herald.db).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["data"]["contact_id"], "c1", "{events:?}");
+    assert_eq!(events[0]["data"]["medium"], "sms");
+    assert_eq!(events[0]["data"]["source"], "stop-keyword");
 
     let (status, _) = site
         .call(
@@ -601,4 +626,24 @@ async fn contacts_are_the_operators_even_to_read() {
     let log = site.herald.log_text();
     assert!(!log.contains(OPERATOR), "{log}");
     assert!(!log.contains("+51987654321"), "{log}");
+}
+
+/// The payloads of the `contact.opted_out` events in the webhook outbox.
+async fn opted_out_events(db: &std::path::Path) -> Vec<Value> {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT payload FROM webhook_outbox WHERE event_type = 'contact.opted_out' ORDER BY id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    rows.iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect()
 }

@@ -613,7 +613,28 @@ pub async fn save(
     let (outcome, write) = apply(existing, id, edit, now.as_millisecond());
     match write {
         Some(write) => {
+            // A medium this edit opts out of (it was not opted out before) is reported to
+            // webhook subscribers in the same transaction.
+            let opted_out: Vec<(Medium, String)> = write
+                .media_changed
+                .iter()
+                .filter_map(|m| {
+                    let state = write.data.media.get(m)?;
+                    let before = existing
+                        .and_then(|e| e.data.media.get(m))
+                        .is_some_and(|s| s.is_opted_out());
+                    (state.is_opted_out() && !before).then(|| {
+                        let source = state.opted_out_source.clone();
+                        (*m, source.unwrap_or_else(|| "api".into()))
+                    })
+                })
+                .collect();
             writer.write(vec![write]).await?;
+            for (medium, source) in opted_out {
+                writer
+                    .report_opt_out(id, medium, &source, now.as_millisecond())
+                    .await?;
+            }
             writer.commit().await?;
         }
         None => writer.rollback().await?,

@@ -518,6 +518,27 @@ impl ContactsWriter {
     }
 
     /// Undoes every write of this transaction (dropping the writer does the same).
+    /// Reports in this transaction that `contact_id` opted out of `medium` (the
+    /// `contact.opted_out` webhook event, for the subscriptions in force).
+    pub async fn report_opt_out(
+        &mut self,
+        contact_id: &str,
+        medium: Medium,
+        source: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        super::webhooks::enqueue_contact_opted_out(
+            &mut self.tx,
+            contact_id,
+            medium,
+            source,
+            None,
+            now,
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn rollback(self) -> Result<(), StoreError> {
         Ok(self.tx.rollback().await?)
     }
