@@ -35,3 +35,41 @@ async fn the_server_answers_health_readiness_and_json_errors() {
     assert!(doc["paths"]["/readyz"]["get"].is_object(), "{doc}");
     assert_eq!(herald.stop(), Some(0));
 }
+
+#[tokio::test]
+async fn serve_with_now_runs_its_clock_from_that_instant() {
+    let scratch = tempfile::tempdir().unwrap();
+    let site = scratch.path().join("site");
+    server::copy_example(&site);
+    let db = scratch.path().join("herald.db");
+    let mut options = server::Options::new(&site, &db);
+    options
+        .env
+        .push(("HERALD_NOW".into(), "2026-12-07T10:00:00Z".into()));
+    let herald = Herald::start_with(options);
+    let campaign: serde_json::Value = reqwest::Client::new()
+        .get(herald.url("/v1/campaigns/weekly-newsletter"))
+        .bearer_auth(server::VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next: jiff::Timestamp = campaign["next_fire"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{campaign}"))
+        .parse()
+        .unwrap();
+    // A weekly campaign's next fire, seen from 7 December 2026, is within the week after it.
+    let start: jiff::Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+    assert!(next > start, "{next}");
+    assert!(
+        next < start
+            .checked_add(jiff::SignedDuration::from_hours(24 * 8))
+            .unwrap(),
+        "{next}"
+    );
+    assert!(herald.log_text().contains("the clock starts at --now"));
+    herald.stop();
+}

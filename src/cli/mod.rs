@@ -106,7 +106,7 @@ pub fn run() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(serve::run(args))),
+            .and_then(|runtime| runtime.block_on(serve::run(args, cli.now))),
         Command::Runs(command) => block_on(runs::run(command)),
         Command::Trigger(args) => block_on(runs::trigger(args)),
         Command::SendTest(args) => block_on(runs::send_test(args)),

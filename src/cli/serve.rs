@@ -48,7 +48,9 @@ pub enum LogFormat {
     Json,
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
+/// `now`: the hidden global `--now` (HERALD_NOW): the daemon starts its clock at that
+/// instant and lets it run, so a rehearsal can serve "as of" Black Friday morning.
+pub async fn run(args: ServeArgs, now: Option<jiff::Timestamp>) -> anyhow::Result<Outcome> {
     init_logging(args.log_format, &args.log_level)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -58,6 +60,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     config.allow_empty = args.allow_empty;
     config.public_url = args.public_url;
     config.tokens = crate::http::Tokens::from_env()?;
+    if let Some(start) = now {
+        tracing::warn!(%start, "the clock starts at --now and runs from there; not the real time");
+        config.clock = std::sync::Arc::new(RunningFrom::new(start));
+    }
     match daemon::serve(config, first_signal_then_force()).await {
         Ok(()) => Ok(Outcome::Ok),
         Err(e) => {
@@ -124,5 +130,26 @@ async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A clock that reads `start` when created and runs at the real pace from there.
+struct RunningFrom {
+    offset: jiff::SignedDuration,
+}
+
+impl RunningFrom {
+    fn new(start: jiff::Timestamp) -> RunningFrom {
+        RunningFrom {
+            offset: start.duration_since(jiff::Timestamp::now()),
+        }
+    }
+}
+
+impl crate::engine::Clock for RunningFrom {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+            .checked_add(self.offset)
+            .unwrap_or_else(|_| jiff::Timestamp::now())
     }
 }

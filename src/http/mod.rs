@@ -146,7 +146,14 @@ pub fn router(state: AppState) -> axum::Router {
             REQUEST_TIMEOUT,
         ))
         .layer(RequestBodyTimeoutLayer::new(REQUEST_TIMEOUT))
-        .layer(TraceLayer::new_for_http())
+        // Requests at debug level. A 5xx answer is not logged again here: a handler's
+        // failure is logged with its cause by `ApiError::internal`, and a 503 from
+        // /readyz while starting is no error.
+        .layer(
+            TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         // Tokens never reach a log line, even at trace level.
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
