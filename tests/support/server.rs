@@ -160,6 +160,24 @@ impl Herald {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the server.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status();
+    }
+
+    /// Whether the server has exited (its exit code then), without waiting.
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten().map(|status| status.code())
+    }
+
     /// Stops the server with SIGTERM and waits for it (at most 20 s); returns its exit code.
     pub fn stop(mut self) -> Option<i32> {
         let mut child = self.child.take()?;
