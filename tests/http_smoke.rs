@@ -73,3 +73,24 @@ async fn serve_with_now_runs_its_clock_from_that_instant() {
     assert!(herald.log_text().contains("the clock starts at --now"));
     herald.stop();
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_the_json_error_shape() {
+    let scratch = tempfile::tempdir().unwrap();
+    let site = scratch.path().join("site");
+    server::copy_example(&site);
+    let herald = Herald::start(&site, &scratch.path().join("herald.db"));
+    let big = format!("{{\"contact_id\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let response = reqwest::Client::new()
+        .post(herald.url("/v1/campaigns/weekly-newsletter/test"))
+        .bearer_auth(server::OPERATOR)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+    herald.stop();
+}

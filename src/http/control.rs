@@ -117,7 +117,7 @@ async fn test_send(
             "send the body as JSON (Content-Type: application/json)",
         ),
         JsonRejection::JsonDataError(e) => ApiError::invalid("body", e.body_text()),
-        other => ApiError::bad_request(other.body_text()),
+        other => ApiError::from(other),
     })?;
     let contact_id = request.contact_id.trim();
     if contact_id.is_empty() {

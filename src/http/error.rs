@@ -176,6 +176,21 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    /// A JSON body the framework refused: its status (400 unreadable, 413 too large, 415
+    /// not JSON, 422 wrong shape) and its text, which names the field.
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        let status = e.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+            _ => "bad_request",
+        };
+        ApiError::new(status, code, e.body_text())
+    }
+}
+
 /// Turns the framework's own error answers (404 of an unknown route, 405, 413 of a body
 /// over the limit, 408 of a timeout, a rejected JSON body) into the API's error shape, so
 /// clients parse one format. Answers that are already JSON, and successes, pass untouched.
