@@ -21,7 +21,9 @@
 //! A channel only says how many requests it wants in flight ([`Channel::max_in_flight`]).
 
 pub mod outbox;
+pub mod telegram;
 pub mod webhook;
+pub mod whatsapp_cloud;
 
 use std::time::Duration;
 
@@ -111,6 +113,8 @@ pub enum ChannelError {
 pub enum Channel {
     Outbox(outbox::OutboxChannel),
     Webhook(webhook::WebhookChannel),
+    Telegram(telegram::TelegramChannel),
+    WhatsappCloud(whatsapp_cloud::WhatsappCloudChannel),
 }
 
 impl Channel {
@@ -129,6 +133,8 @@ impl Channel {
         match self {
             Channel::Outbox(c) => c.send(message).await,
             Channel::Webhook(c) => c.send(message).await,
+            Channel::Telegram(c) => c.send(message).await,
+            Channel::WhatsappCloud(c) => c.send(message).await,
         }
     }
 
@@ -140,7 +146,7 @@ impl Channel {
     pub async fn flush(&self) -> Result<(), ChannelError> {
         match self {
             Channel::Outbox(c) => c.flush().await,
-            Channel::Webhook(_) => Ok(()),
+            Channel::Webhook(_) | Channel::Telegram(_) | Channel::WhatsappCloud(_) => Ok(()),
         }
     }
 
@@ -150,15 +156,20 @@ impl Channel {
         match self {
             Channel::Outbox(_) => outbox::HONOURS_IDEMPOTENCY_KEY,
             Channel::Webhook(_) => webhook::HONOURS_IDEMPOTENCY_KEY,
+            Channel::Telegram(_) => telegram::HONOURS_IDEMPOTENCY_KEY,
+            Channel::WhatsappCloud(_) => whatsapp_cloud::HONOURS_IDEMPOTENCY_KEY,
         }
     }
 
     /// Requests at once on this channel: the spec's `max_in_flight`, else the type's default
-    /// ([`outbox::DEFAULT_MAX_IN_FLIGHT`], [`webhook::DEFAULT_MAX_IN_FLIGHT`]).
+    /// ([`outbox::DEFAULT_MAX_IN_FLIGHT`], [`webhook::DEFAULT_MAX_IN_FLIGHT`],
+    /// [`telegram::DEFAULT_MAX_IN_FLIGHT`], [`whatsapp_cloud::DEFAULT_MAX_IN_FLIGHT`]).
     pub fn max_in_flight(&self) -> usize {
         match self {
             Channel::Outbox(c) => c.max_in_flight(),
             Channel::Webhook(c) => c.max_in_flight(),
+            Channel::Telegram(c) => c.max_in_flight(),
+            Channel::WhatsappCloud(c) => c.max_in_flight(),
         }
     }
 
@@ -166,6 +177,8 @@ impl Channel {
         match self {
             Channel::Outbox(c) => c.medium(),
             Channel::Webhook(c) => c.medium(),
+            Channel::Telegram(c) => c.medium(),
+            Channel::WhatsappCloud(c) => c.medium(),
         }
     }
 
@@ -173,6 +186,8 @@ impl Channel {
         match self {
             Channel::Outbox(c) => c.name(),
             Channel::Webhook(c) => c.name(),
+            Channel::Telegram(c) => c.name(),
+            Channel::WhatsappCloud(c) => c.name(),
         }
     }
 
@@ -180,6 +195,8 @@ impl Channel {
         match self {
             Channel::Outbox(_) => ChannelType::Outbox,
             Channel::Webhook(_) => ChannelType::Webhook,
+            Channel::Telegram(_) => ChannelType::Telegram,
+            Channel::WhatsappCloud(_) => ChannelType::WhatsappCloud,
         }
     }
 }
@@ -229,11 +246,25 @@ pub fn build(
             )?;
             Ok(Channel::Webhook(channel))
         }
-        other @ (ChannelType::SmsTwilio
-        | ChannelType::WhatsappCloud
-        | ChannelType::WhatsappTwilio
-        | ChannelType::Telegram
-        | ChannelType::EmailSmtp) => Err(ChannelError::NotAvailable(other)),
+        ChannelType::Telegram => {
+            let settings = spec.telegram.as_ref().ok_or_else(missing_settings)?;
+            let channel =
+                telegram::TelegramChannel::from_spec(name, settings, secrets, max_in_flight)?;
+            Ok(Channel::Telegram(channel))
+        }
+        ChannelType::WhatsappCloud => {
+            let settings = spec.whatsapp_cloud.as_ref().ok_or_else(missing_settings)?;
+            let channel = whatsapp_cloud::WhatsappCloudChannel::from_spec(
+                name,
+                settings,
+                secrets,
+                max_in_flight,
+            )?;
+            Ok(Channel::WhatsappCloud(channel))
+        }
+        other @ (ChannelType::SmsTwilio | ChannelType::WhatsappTwilio | ChannelType::EmailSmtp) => {
+            Err(ChannelError::NotAvailable(other))
+        }
     }
 }
 

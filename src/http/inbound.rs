@@ -1,27 +1,43 @@
-//! `POST /v1/inbound/{channel}`: replies and delivery receipts posted by the gateway behind
-//! a `webhook` channel. No bearer token: the request must be signed per Standard Webhooks
-//! with the channel's `webhook.secret` (the headers `webhook-id`, `webhook-timestamp` and
-//! `webhook-signature` over the raw body), checked before the body is read. The
-//! webhook-id is the request's idempotency key: a repeat changes nothing and gets the
-//! first answer again, with `duplicate: true`.
+//! `POST /v1/inbound/{channel}`: replies and delivery receipts posted by a channel's
+//! provider, dispatched on the channel's type. No bearer token: each provider's request
+//! carries its own proof, checked before the body is parsed.
+//!
+//! - `webhook`: the gateway behind the channel. The request must be signed per Standard
+//!   Webhooks with the channel's `webhook.secret` (the headers `webhook-id`,
+//!   `webhook-timestamp` and `webhook-signature` over the raw body), checked before the
+//!   body is read. The webhook-id is the request's idempotency key: a repeat changes
+//!   nothing and gets the first answer again, with `duplicate: true`.
+//! - `telegram`: Bot API updates, with the `X-Telegram-Bot-Api-Secret-Token` header equal
+//!   to the channel's `telegram.webhook_secret` (compared in constant time). The update id
+//!   is the idempotency key (`telegram-<update_id>`); updates other than text messages and
+//!   button presses are acknowledged and ignored, since Telegram re-sends until it gets a
+//!   2xx. See [`crate::channels::telegram`].
+//! - `whatsapp_cloud`: Meta's webhook notifications, signed in `X-Hub-Signature-256`
+//!   (HMAC-SHA256 of the raw body with `whatsapp_cloud.app_secret`). Each status
+//!   (`delivered`, `read`, `failed`) is a receipt keyed `whatsapp-status-<wamid>-<status>`,
+//!   each text or button message a reply keyed `whatsapp-message-<wamid>`, so Meta's
+//!   re-deliveries change nothing. `GET /v1/inbound/{channel}` answers Meta's verification
+//!   handshake with `hub.challenge` when `hub.verify_token` is the channel's
+//!   `verify_token`. See [`crate::channels::whatsapp_cloud`].
 //!
 //! What a reply or a receipt does is [`crate::webhooks::inbound`]'s; this adapter checks,
 //! parses, records, starts the follow-up campaigns a reply's rules ask for, and answers.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
+use crate::channels::{telegram, whatsapp_cloud};
 use crate::engine::Trigger;
 use crate::reconcile::{StoredObject, rebuild};
 use crate::secrets::SecretResolver;
 use crate::signing::{self, SigningKey};
 use crate::spec::Object;
-use crate::spec::channel::ChannelType;
+use crate::spec::channel::{ChannelSpec, ChannelType};
 use crate::store::inbound::Inbound;
 use crate::webhooks::inbound::{
     self as logic, FollowUpAnswer, InboundBody, InboundChannel, InboundMessage, ReceiptAnswer,
@@ -30,7 +46,7 @@ use crate::webhooks::inbound::{
 
 /// This module's routes.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(inbound))
+    OpenApiRouter::new().routes(routes!(inbound, verify))
 }
 
 /// The answer: a reply's or a receipt's.
@@ -46,23 +62,29 @@ fn signature_error(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", message)
 }
 
-/// A reply or a delivery receipt from a webhook channel's gateway.
+/// A reply or a delivery receipt from a channel's provider.
 ///
-/// Signed per Standard Webhooks with the channel's `webhook.secret`; a channel without a
-/// secret refuses inbound requests (403). A reply updates the sender's last inbound time,
+/// `webhook` channels: signed per Standard Webhooks with the channel's `webhook.secret`; a
+/// channel without a secret refuses inbound requests (403). `telegram` channels: a Bot API
+/// update, with `X-Telegram-Bot-Api-Secret-Token` equal to `telegram.webhook_secret`
+/// (401 when missing or wrong, 403 when the channel sets none); text messages and button
+/// presses are replies, other updates are acknowledged and ignored. `whatsapp_cloud`
+/// channels: a notification signed in `X-Hub-Signature-256` with `whatsapp_cloud.app_secret`
+/// (401 when missing or wrong, 403 when the channel sets none); its statuses are receipts
+/// and its text and button messages replies. A reply updates the sender's last inbound time,
 /// applies opt-out / opt-in keywords, and runs the `on_reply` rules of the campaign of the
 /// latest delivery to the contact on this channel within 7 days. A receipt moves its
 /// delivery forward only (`sent → delivered → read`, or `→ failed`).
 #[utoipa::path(post, path = "/v1/inbound/{channel}", tag = "inbound",
-    params(("channel" = String, Path, description = "The webhook channel's name")),
+    params(("channel" = String, Path, description = "The channel's name (a webhook, telegram or whatsapp_cloud channel)")),
     request_body(content = InboundBody, content_type = "application/json",
-        description = "A reply (`from`, `text`, `received_at`) or a receipt (`message_id`, `status`, `error`)"),
+        description = "webhook: a reply (`from`, `text`, `received_at`) or a receipt (`message_id`, `status`, `error`); telegram: a Bot API Update; whatsapp_cloud: a webhook notification"),
     responses(
         (status = 200, description = "Recorded (or a repeat of a recorded request: `duplicate: true`)", body = InboundAnswer),
         (status = 400, description = "The body is not JSON", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong signature headers; nothing changed", body = super::error::ErrorBody),
         (status = 403, description = "The channel has no secret to check signatures with", body = super::error::ErrorBody),
-        (status = 404, description = "No webhook channel of that name in force, or no delivery with the receipt's `message_id` (yet: retry later)", body = super::error::ErrorBody),
+        (status = 404, description = "No webhook, telegram or whatsapp_cloud channel of that name in force, or no delivery with the receipt's `message_id` (yet: retry later)", body = super::error::ErrorBody),
         (status = 422, description = "A field is invalid; the message names it", body = super::error::ErrorBody),
         (status = 503, description = "The channel's secret cannot be resolved", body = super::error::ErrorBody)
     ))]
@@ -72,7 +94,33 @@ async fn inbound(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let (inbound_channel, key) = channel_and_key(&state, &channel).await?;
+    let spec = channel_spec(&state, &channel).await?;
+    match spec.channel_type.value {
+        ChannelType::Webhook => webhook_inbound(&state, &channel, &spec, &headers, &body).await,
+        ChannelType::Telegram => telegram_inbound(&state, &channel, &spec, &headers, &body).await,
+        ChannelType::WhatsappCloud => {
+            whatsapp_inbound(&state, &channel, &spec, &headers, &body).await
+        }
+        other => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "channel `{channel}` is of type {}: it takes no inbound callbacks here",
+                other.as_str()
+            ),
+        )),
+    }
+}
+
+/// A webhook channel's gateway: Standard Webhooks signature, then the documented body.
+async fn webhook_inbound(
+    state: &AppState,
+    channel: &str,
+    spec: &ChannelSpec,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (inbound_channel, key) = webhook_key(state, channel, spec)?;
     let header = |name: &str| -> Result<&str, ApiError> {
         headers
             .get(name)
@@ -86,15 +134,15 @@ async fn inbound(
         webhook_id,
         header(signing::HEADER_TIMESTAMP)?,
         header(signing::HEADER_SIGNATURE)?,
-        &body,
+        body,
         state.now().as_second(),
         signing::DEFAULT_TOLERANCE_SECONDS,
     )
     .map_err(|e| signature_error(format!("the request's signature does not verify: {e}")))?;
-    if let Some(first) = state.store.inbound_answer(&channel, webhook_id).await? {
+    if let Some(first) = state.store.inbound_answer(channel, webhook_id).await? {
         return Ok(Json(duplicate(first)));
     }
-    let json: serde_json::Value = serde_json::from_slice(&body)
+    let json: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
     let message = logic::parse(&json).map_err(|e| ApiError::invalid(e.field, e.message))?;
     let now = state.now();
@@ -119,29 +167,267 @@ async fn inbound(
             }
         }
         InboundMessage::Reply(reply) => {
-            let recorded =
-                logic::record_reply(&state.store, &inbound_channel, webhook_id, &reply, now)
-                    .await?;
-            let mut recorded = match recorded {
-                Inbound::Duplicate(first) => return Ok(Json(duplicate(first))),
-                Inbound::Recorded { outcome, .. } => outcome,
-            };
-            if !recorded.follow_ups.is_empty() {
-                recorded.answer.follow_ups = start_follow_ups(&state, &recorded.follow_ups).await;
-                let answer = serde_json::to_value(&recorded.answer).map_err(ApiError::internal)?;
-                // The reply is recorded already: a failure here only loses the run ids
-                // from the answer a repeat would get.
-                if let Err(e) = state
-                    .store
-                    .set_inbound_answer(recorded.event, &answer)
-                    .await
+            record_reply(state, &inbound_channel, webhook_id, &reply).await
+        }
+    }
+}
+
+/// Records a reply, starts the follow-ups its rules ask for, and answers.
+async fn record_reply(
+    state: &AppState,
+    inbound_channel: &InboundChannel,
+    webhook_id: &str,
+    reply: &logic::Reply,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let recorded = logic::record_reply(
+        &state.store,
+        inbound_channel,
+        webhook_id,
+        reply,
+        state.now(),
+    )
+    .await?;
+    let mut recorded = match recorded {
+        Inbound::Duplicate(first) => return Ok(Json(duplicate(first))),
+        Inbound::Recorded { outcome, .. } => outcome,
+    };
+    if !recorded.follow_ups.is_empty() {
+        recorded.answer.follow_ups = start_follow_ups(state, &recorded.follow_ups).await;
+        let answer = serde_json::to_value(&recorded.answer).map_err(ApiError::internal)?;
+        // The reply is recorded already: a failure here only loses the run ids
+        // from the answer a repeat would get.
+        if let Err(e) = state
+            .store
+            .set_inbound_answer(recorded.event, &answer)
+            .await
+        {
+            tracing::error!(error = %e, "cannot store the answer of an inbound reply");
+        }
+    }
+    Ok(Json(
+        serde_json::to_value(&recorded.answer).map_err(ApiError::internal)?,
+    ))
+}
+
+/// The query of Meta's verification handshake.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Handshake {
+    /// `subscribe`.
+    #[serde(rename = "hub.mode")]
+    #[param(rename = "hub.mode")]
+    mode: Option<String>,
+    /// Must equal the channel's `whatsapp_cloud.verify_token`.
+    #[serde(rename = "hub.verify_token")]
+    #[param(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    /// Echoed back when the token matches.
+    #[serde(rename = "hub.challenge")]
+    #[param(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// WhatsApp Cloud's webhook verification handshake.
+///
+/// Meta calls it once when the callback URL is configured: with `hub.mode=subscribe` and
+/// `hub.verify_token` equal to the channel's `whatsapp_cloud.verify_token` the answer is
+/// `hub.challenge` as plain text; anything else is refused.
+#[utoipa::path(get, path = "/v1/inbound/{channel}", tag = "inbound",
+    params(("channel" = String, Path, description = "The whatsapp_cloud channel's name"), Handshake),
+    responses(
+        (status = 200, description = "The challenge, echoed", body = String, content_type = "text/plain"),
+        (status = 403, description = "Wrong mode or verify token, or the channel has no verify_token", body = super::error::ErrorBody),
+        (status = 404, description = "No whatsapp_cloud channel of that name in force", body = super::error::ErrorBody),
+        (status = 422, description = "hub.challenge is missing", body = super::error::ErrorBody),
+        (status = 503, description = "The verify token cannot be resolved", body = super::error::ErrorBody)
+    ))]
+async fn verify(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+    Query(handshake): Query<Handshake>,
+) -> Result<String, ApiError> {
+    let spec = channel_spec(&state, &channel).await?;
+    let settings = match (&spec.channel_type.value, &spec.whatsapp_cloud) {
+        (ChannelType::WhatsappCloud, Some(settings)) => &settings.value,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "channel `{channel}` is not a whatsapp_cloud channel: it has no verification handshake"
+                ),
+            ));
+        }
+    };
+    let forbidden = |message: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", message);
+    let expected = settings.verify_token.as_ref().ok_or_else(|| {
+        forbidden(format!(
+            "channel `{channel}` has no `whatsapp_cloud.verify_token` to answer the handshake with"
+        ))
+    })?;
+    let expected = SecretResolver::new(&state.dir)
+        .resolve(expected)
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "the verify token of channel `{channel}` cannot be resolved: {e}"
+            ))
+        })?;
+    if handshake.mode.as_deref() != Some("subscribe") {
+        return Err(forbidden("hub.mode must be subscribe".into()));
+    }
+    let given = handshake.verify_token.unwrap_or_default();
+    let matches: bool =
+        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.expose().as_bytes()).into();
+    if !matches {
+        return Err(forbidden(
+            "hub.verify_token does not match the channel's verify_token".into(),
+        ));
+    }
+    handshake
+        .challenge
+        .ok_or_else(|| ApiError::invalid("hub.challenge", "is required"))
+}
+
+/// A WhatsApp Cloud notification: the X-Hub-Signature-256 over the raw body, then each
+/// status and message in it.
+async fn whatsapp_inbound(
+    state: &AppState,
+    channel: &str,
+    spec: &ChannelSpec,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let inbound_channel = InboundChannel::from_spec(channel, spec)
+        .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))?;
+    let secret = spec
+        .whatsapp_cloud
+        .as_ref()
+        .and_then(|w| w.value.app_secret.as_ref())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "channel `{channel}` has no `whatsapp_cloud.app_secret`: notifications need it to check their signatures"
+                ),
+            )
+        })?;
+    let secret = SecretResolver::new(&state.dir)
+        .resolve(secret)
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "the app secret of channel `{channel}` cannot be resolved: {e}"
+            ))
+        })?;
+    let signature = headers
+        .get(whatsapp_cloud::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| signature_error("the X-Hub-Signature-256 header is missing"))?;
+    if !whatsapp_cloud::signature_matches(secret.expose(), signature, body) {
+        return Err(signature_error(
+            "the X-Hub-Signature-256 header does not verify with the channel's app_secret",
+        ));
+    }
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let events = whatsapp_cloud::parse_notification(&json)
+        .map_err(|(field, message)| ApiError::invalid(field, message))?;
+    let now = state.now();
+    let mut answers = Vec::with_capacity(events.len());
+    let mut unmatched = Vec::new();
+    for event in events {
+        match event {
+            whatsapp_cloud::Event::Ignored => {
+                answers.push(serde_json::json!({"kind": "ignored"}));
+            }
+            whatsapp_cloud::Event::Reply { key, reply } => {
+                let Json(answer) = record_reply(state, &inbound_channel, &key, &reply).await?;
+                answers.push(answer);
+            }
+            whatsapp_cloud::Event::Receipt { key, receipt } => {
+                match logic::record_receipt(&state.store, &inbound_channel, &key, &receipt, now)
+                    .await?
                 {
-                    tracing::error!(error = %e, "cannot store the answer of an inbound reply");
+                    None => unmatched.push(receipt.message_id.clone()),
+                    Some(Inbound::Duplicate(first)) => answers.push(duplicate(first)),
+                    Some(Inbound::Recorded { outcome, .. }) => {
+                        answers.push(serde_json::to_value(outcome).map_err(ApiError::internal)?)
+                    }
                 }
             }
-            Ok(Json(
-                serde_json::to_value(&recorded.answer).map_err(ApiError::internal)?,
+        }
+    }
+    if !unmatched.is_empty() {
+        // What was recorded stays recorded (each item is keyed): Meta re-delivers the
+        // notification, and the repeat records only what was missing.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no delivery through channel `{channel}` has the message id {} (yet); \
+                 the rest of the notification is recorded, retry later",
+                unmatched.join(", ")
+            ),
+        ));
+    }
+    Ok(Json(
+        serde_json::json!({"kind": "notification", "events": answers}),
+    ))
+}
+
+/// A Telegram bot's update: the secret token header, then the Update.
+async fn telegram_inbound(
+    state: &AppState,
+    channel: &str,
+    spec: &ChannelSpec,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let inbound_channel = InboundChannel::from_spec(channel, spec)
+        .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))?;
+    let secret = spec
+        .telegram
+        .as_ref()
+        .and_then(|t| t.value.webhook_secret.as_ref())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "channel `{channel}` has no `telegram.webhook_secret`: inbound updates need one to be checked"
+                ),
+            )
+        })?;
+    let secret = SecretResolver::new(&state.dir)
+        .resolve(secret)
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "the webhook secret of channel `{channel}` cannot be resolved: {e}"
             ))
+        })?;
+    let given = headers
+        .get(telegram::SECRET_TOKEN_HEADER)
+        .ok_or_else(|| signature_error("the X-Telegram-Bot-Api-Secret-Token header is missing"))?;
+    let matches: bool =
+        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), secret.expose().as_bytes()).into();
+    if !matches {
+        return Err(signature_error(
+            "the X-Telegram-Bot-Api-Secret-Token header does not match the channel's webhook_secret",
+        ));
+    }
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    match telegram::parse_update(&json)
+        .map_err(|(field, message)| ApiError::invalid(field, message))?
+    {
+        telegram::Update::Ignored { update_id } => Ok(Json(serde_json::json!({
+            "duplicate": false,
+            "kind": "ignored",
+            "update_id": update_id,
+        }))),
+        telegram::Update::Reply { update_id, reply } => {
+            let webhook_id = format!("telegram-{update_id}");
+            record_reply(state, &inbound_channel, &webhook_id, &reply).await
         }
     }
 }
@@ -154,10 +440,31 @@ fn duplicate(mut first: serde_json::Value) -> serde_json::Value {
     first
 }
 
-/// The webhook channel `name` in force and the key its requests are signed with.
-async fn channel_and_key(
+/// The spec of the channel `name` in force.
+async fn channel_spec(state: &AppState, name: &str) -> Result<ChannelSpec, ApiError> {
+    let stored = state.store.channel_in_force(name).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no channel named `{name}` is in force"),
+        )
+    })?;
+    let loaded = rebuild(&[StoredObject::from(&stored)]);
+    loaded
+        .objects
+        .into_iter()
+        .find_map(|o| match o {
+            Object::Channel(doc) => Some(doc.spec),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::internal(format!("the stored channel {name} cannot be read")))
+}
+
+/// A webhook channel as inbound callbacks see it, and the key its requests are signed with.
+fn webhook_key(
     state: &AppState,
     name: &str,
+    spec: &ChannelSpec,
 ) -> Result<(InboundChannel, SigningKey), ApiError> {
     let not_found = || {
         ApiError::new(
@@ -166,31 +473,7 @@ async fn channel_and_key(
             format!("no webhook channel named `{name}` is in force"),
         )
     };
-    let stored = state
-        .store
-        .channel_in_force(name)
-        .await?
-        .ok_or_else(not_found)?;
-    let loaded = rebuild(&[StoredObject::from(&stored)]);
-    let spec = loaded
-        .objects
-        .into_iter()
-        .find_map(|o| match o {
-            Object::Channel(doc) => Some(doc.spec),
-            _ => None,
-        })
-        .ok_or_else(|| ApiError::internal(format!("the stored channel {name} cannot be read")))?;
-    if spec.channel_type.value != ChannelType::Webhook {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!(
-                "channel `{name}` is of type {}: inbound callbacks here are for webhook channels",
-                spec.channel_type.value.as_str()
-            ),
-        ));
-    }
-    let inbound_channel = InboundChannel::from_spec(name, &spec).ok_or_else(not_found)?;
+    let inbound_channel = InboundChannel::from_spec(name, spec).ok_or_else(not_found)?;
     let secret = spec
         .webhook
         .as_ref()

@@ -56,6 +56,11 @@ pub const DEFAULT_OPT_OUT_KEYWORDS: [&str; 12] = [
 /// Opt-in keywords of a channel that sets no `opt_in_keywords`.
 pub const DEFAULT_OPT_IN_KEYWORDS: [&str; 2] = ["START", "UNSTOP"];
 
+/// Telegram's commands, added to the defaults of a telegram channel: users end a bot's
+/// messages with `/stop` and start (or restart) them with `/start`.
+pub const TELEGRAM_OPT_OUT_COMMANDS: [&str; 1] = ["/stop"];
+pub const TELEGRAM_OPT_IN_COMMANDS: [&str; 1] = ["/start"];
+
 /// A reply answers the latest delivery sent to the contact within this long.
 pub const ATTRIBUTION_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -79,19 +84,41 @@ pub struct InboundChannel {
 
 impl InboundChannel {
     /// The channel's medium and keywords; a channel's own lists replace the defaults.
-    /// `None` for a channel without a medium (it did not validate).
+    /// On telegram the defaults also hold `/stop` and `/start`
+    /// ([`TELEGRAM_OPT_OUT_COMMANDS`]). `None` for a channel without a medium (it did not
+    /// validate).
     pub fn from_spec(name: &str, spec: &ChannelSpec) -> Option<InboundChannel> {
-        let list = |own: &Option<Vec<String>>, default: &[&str]| -> Vec<String> {
+        let medium = spec.medium()?;
+        let commands = |telegram: &'static [&'static str]| -> &'static [&'static str] {
+            if medium == Medium::Telegram {
+                telegram
+            } else {
+                &[]
+            }
+        };
+        let list = |own: &Option<Vec<String>>, default: &[&str], extra: &[&str]| -> Vec<String> {
             match own {
                 Some(words) => words.iter().map(|w| normalize_keyword(w)).collect(),
-                None => default.iter().map(|w| normalize_keyword(w)).collect(),
+                None => default
+                    .iter()
+                    .chain(extra)
+                    .map(|w| normalize_keyword(w))
+                    .collect(),
             }
         };
         Some(InboundChannel {
             name: name.to_string(),
-            medium: spec.medium()?,
-            opt_out_keywords: list(&spec.opt_out_keywords, &DEFAULT_OPT_OUT_KEYWORDS),
-            opt_in_keywords: list(&spec.opt_in_keywords, &DEFAULT_OPT_IN_KEYWORDS),
+            medium,
+            opt_out_keywords: list(
+                &spec.opt_out_keywords,
+                &DEFAULT_OPT_OUT_KEYWORDS,
+                commands(&TELEGRAM_OPT_OUT_COMMANDS),
+            ),
+            opt_in_keywords: list(
+                &spec.opt_in_keywords,
+                &DEFAULT_OPT_IN_KEYWORDS,
+                commands(&TELEGRAM_OPT_IN_COMMANDS),
+            ),
         })
     }
 
@@ -621,6 +648,23 @@ mod tests {
         assert_eq!(c.keyword("please stop"), None, "not alone in the message");
         assert_eq!(c.keyword("stopped"), None);
         assert_eq!(c.keyword(""), None);
+    }
+
+    #[test]
+    fn a_telegram_channel_also_knows_the_stop_and_start_commands() {
+        let spec: ChannelSpec = serde_json::from_value(serde_json::json!({
+            "type": "telegram", "telegram": {"bot_token": "${env:TG_TOKEN}"}
+        }))
+        .unwrap();
+        let c = InboundChannel::from_spec("tg", &spec).unwrap();
+        assert_eq!(c.keyword("/stop"), Some(Keyword::OptOut));
+        assert_eq!(c.keyword("/START"), Some(Keyword::OptIn));
+        assert_eq!(c.keyword("STOP"), Some(Keyword::OptOut));
+        assert_eq!(
+            channel(None, None).keyword("/stop"),
+            None,
+            "only on telegram"
+        );
     }
 
     #[test]

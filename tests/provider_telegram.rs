@@ -1,0 +1,465 @@
+//! The `telegram` channel through the real binary, against a fake Bot API on 127.0.0.1
+//! that checks each request as Telegram documents it (POST /bot<token>/sendMessage, JSON
+//! with chat_id, text, parse_mode, reply_markup.inline_keyboard) and replays Telegram's
+//! documented answers: a 429 with `parameters.retry_after`, a 403 "bot was blocked by the
+//! user", and `{"ok": true, "result": {"message_id": N}}`. Then Bot API updates come back
+//! to /v1/inbound/{channel} with the right, a wrong and no secret token header.
+
+#[path = "support/server.rs"]
+mod server;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use server::{Herald, Options};
+use sqlx::Row;
+
+const TOKEN: &str = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11";
+const WEBHOOK_SECRET: &str = "tg-secret_0123456789";
+
+/// Ana's chat answers 429 (retry after 3 s) once; Luis has blocked the bot; Rosa's works.
+const ANA: i64 = 1001;
+const LUIS: i64 = 1002;
+const ROSA: i64 = 1003;
+const RETRY_AFTER_SECONDS: u64 = 3;
+
+/// A request the fake Bot API got, with when.
+#[derive(Clone, Debug)]
+struct Got {
+    method: Method,
+    path: String,
+    content_type: String,
+    body: Value,
+    at: Instant,
+}
+
+struct FakeBotApi {
+    addr: std::net::SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl FakeBotApi {
+    async fn start() -> FakeBotApi {
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let app = axum::Router::new().fallback({
+            let got = got.clone();
+            move |method: Method, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let got = got.clone();
+                async move {
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let chat = body["chat_id"].as_i64().unwrap_or_default();
+                    let mut got = got.lock().unwrap();
+                    got.push(Got {
+                        method,
+                        path: uri.path().to_string(),
+                        content_type: headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string(),
+                        body: body.clone(),
+                        at: Instant::now(),
+                    });
+                    let earlier = got
+                        .iter()
+                        .filter(|g| g.body["chat_id"].as_i64() == Some(chat))
+                        .count();
+                    if uri.path() != format!("/bot{TOKEN}/sendMessage") {
+                        return (
+                            StatusCode::NOT_FOUND,
+                            axum::Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+                        )
+                            .into_response();
+                    }
+                    match chat {
+                        ANA if earlier == 1 => (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            axum::Json(json!({"ok": false, "error_code": 429,
+                                "description": format!("Too Many Requests: retry after {RETRY_AFTER_SECONDS}"),
+                                "parameters": {"retry_after": RETRY_AFTER_SECONDS}})),
+                        )
+                            .into_response(),
+                        LUIS => (
+                            StatusCode::FORBIDDEN,
+                            axum::Json(json!({"ok": false, "error_code": 403,
+                                "description": "Forbidden: bot was blocked by the user"})),
+                        )
+                            .into_response(),
+                        _ => axum::Json(json!({"ok": true, "result": {
+                            "message_id": 500 + earlier,
+                            "from": {"id": 123456, "is_bot": true, "first_name": "Acme"},
+                            "chat": {"id": chat, "type": "private"},
+                            "date": 1_764_000_000,
+                            "text": body["text"],
+                        }}))
+                        .into_response(),
+                    }
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeBotApi { addr, got }
+    }
+
+    fn got_for(&self, chat: i64) -> Vec<Got> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.body["chat_id"].as_i64() == Some(chat))
+            .cloned()
+            .collect()
+    }
+}
+
+fn site(dir: &std::path::Path, api: &FakeBotApi) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("site.yaml"),
+        format!(
+            r#"apiVersion: herald/v1
+kind: Channel
+metadata: {{name: tg}}
+spec:
+  type: telegram
+  telegram:
+    bot_token: "${{env:TG_TOKEN}}"
+    webhook_secret: "${{env:TG_WEBHOOK_SECRET}}"
+    parse_mode: HTML
+    base_url: "http://{addr}"
+---
+apiVersion: herald/v1
+kind: Channel
+metadata: {{name: tg-unchecked}}
+spec:
+  type: telegram
+  telegram:
+    bot_token: "${{env:TG_TOKEN}}"
+    base_url: "http://{addr}"
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: hello}}
+spec:
+  telegram:
+    text: "<b>Hola {{{{ contact.name }}}}</b>"
+    buttons:
+      - {{text: "Ver oferta", url: "https://acme.example/o"}}
+      - {{text: "Me interesa", reply: "YES"}}
+---
+apiVersion: herald/v1
+kind: Campaign
+metadata: {{name: promo}}
+spec:
+  audience: {{segment: all-contacts}}
+  channels: {{strategy: specific, use: [tg]}}
+  template: hello
+  schedule: {{now: true}}
+  consent: not_required
+  delivery:
+    retry: {{max_attempts: 3, initial_backoff: 1s, max_backoff: 1s}}
+  on_reply:
+    - {{match: '^YES$', tag: interested}}
+"#,
+            addr = api.addr,
+        ),
+    )
+    .unwrap();
+}
+
+struct World {
+    herald: Herald,
+    api: FakeBotApi,
+    _scratch: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> World {
+        let scratch = tempfile::tempdir().unwrap();
+        let api = FakeBotApi::start().await;
+        let dir = scratch.path().join("site");
+        site(&dir, &api);
+        let contacts = scratch.path().join("contacts.csv");
+        std::fs::write(
+            &contacts,
+            format!("id,name,telegram\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\n"),
+        )
+        .unwrap();
+        let db = scratch.path().join("herald.db");
+        let mut options = Options::new(&dir, &db);
+        options.args = vec!["--contacts".into(), contacts.display().to_string()];
+        options.env = vec![
+            ("TG_TOKEN".into(), TOKEN.into()),
+            ("TG_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
+        ];
+        let herald = Herald::start_with(options);
+        World {
+            herald,
+            api,
+            _scratch: scratch,
+        }
+    }
+
+    async fn wait_for<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !check().await {
+            if started.elapsed() > Duration::from_secs(40) {
+                panic!("timed out waiting for {what}:\n{}", self.herald.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn db(&self) -> sqlx::SqliteConnection {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.herald.db)
+            .read_only(true);
+        <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .unwrap()
+    }
+
+    /// (status, reason, provider_message_id, attempts) of the promo delivery to `contact`.
+    async fn delivery(&self, contact: &str) -> (String, Option<String>, Option<String>, i64) {
+        let mut db = self.db().await;
+        let r = sqlx::query(
+            "SELECT d.status, d.reason, d.provider_message_id, d.attempts FROM deliveries d \
+             JOIN runs r ON r.id = d.run_id WHERE r.campaign = 'promo' AND d.contact_id = ?",
+        )
+        .bind(contact)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        (r.get(0), r.get(1), r.get(2), r.get(3))
+    }
+
+    /// (opted_out_at, opted_out_source, last_inbound_at) of a contact's telegram.
+    async fn telegram_state(&self, contact: &str) -> (Option<i64>, Option<String>, Option<i64>) {
+        let mut db = self.db().await;
+        let row = sqlx::query(
+            "SELECT m.opted_out_at, m.opted_out_source, m.last_inbound_at \
+             FROM contacts c JOIN contact_media m ON m.contact_pk = c.pk AND m.medium = 'telegram' \
+             WHERE c.id = ?",
+        )
+        .bind(contact)
+        .fetch_optional(&mut db)
+        .await
+        .unwrap();
+        match row {
+            None => (None, None, None),
+            Some(r) => (r.get(0), r.get::<Option<String>, _>(1), r.get(2)),
+        }
+    }
+
+    async fn tags(&self, contact: &str) -> Vec<String> {
+        let mut db = self.db().await;
+        sqlx::query_scalar(
+            "SELECT t.tag FROM contacts c JOIN contact_tags t ON t.contact_pk = c.pk \
+             WHERE c.id = ? ORDER BY t.tag",
+        )
+        .bind(contact)
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+    }
+
+    async fn inbound_events(&self) -> i64 {
+        let mut db = self.db().await;
+        sqlx::query_scalar("SELECT count(*) FROM inbound_events")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    }
+
+    /// POSTs a Bot API update to the channel's inbound route with `secret` in the
+    /// X-Telegram-Bot-Api-Secret-Token header (none with `None`).
+    async fn update(&self, channel: &str, update: &Value, secret: Option<&str>) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .post(self.herald.url(&format!("/v1/inbound/{channel}")))
+            .header("content-type", "application/json");
+        if let Some(secret) = secret {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+        }
+        let response = request.json(update).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn text_update(update_id: i64, chat: i64, text: &str) -> Value {
+    json!({"update_id": update_id, "message": {"message_id": 77, "from": {"id": chat, "is_bot": false, "first_name": "X"},
+        "chat": {"id": chat, "type": "private"}, "date": jiff::Timestamp::now().as_second(), "text": text}})
+}
+
+#[tokio::test]
+async fn a_campaign_goes_out_through_the_bot_api_honouring_429_and_blocked_users() {
+    let world = World::start().await;
+    world
+        .wait_for(
+            "Rosa's message to be sent, Luis's failed and Ana's retried",
+            || async {
+                world.delivery("c-3").await.0 == "sent"
+                    && world.delivery("c-2").await.0 == "failed"
+                    && world.delivery("c-1").await.0 == "sent"
+            },
+        )
+        .await;
+
+    // Rosa: exactly the documented sendMessage request, once.
+    let rosa = world.api.got_for(ROSA);
+    assert_eq!(rosa.len(), 1, "{rosa:?}");
+    assert_eq!(rosa[0].method, Method::POST);
+    assert_eq!(rosa[0].path, format!("/bot{TOKEN}/sendMessage"));
+    assert!(
+        rosa[0].content_type.starts_with("application/json"),
+        "{}",
+        rosa[0].content_type
+    );
+    assert_eq!(
+        rosa[0].body,
+        json!({
+            "chat_id": ROSA,
+            "text": "<b>Hola Rosa</b>",
+            "parse_mode": "HTML",
+            "reply_markup": {"inline_keyboard": [
+                [{"text": "Ver oferta", "url": "https://acme.example/o"}],
+                [{"text": "Me interesa", "callback_data": "YES"}]
+            ]}
+        })
+    );
+    let (_, _, id, attempts) = world.delivery("c-3").await;
+    assert_eq!(id.as_deref(), Some(&*format!("{ROSA}:501")));
+    assert_eq!(attempts, 1);
+
+    // Ana: the 429's retry_after is honoured over the campaign's 1 s backoff.
+    let ana = world.api.got_for(ANA);
+    assert_eq!(ana.len(), 2, "one 429, then the retry: {ana:?}");
+    let waited = ana[1].at - ana[0].at;
+    assert!(
+        waited >= Duration::from_secs(RETRY_AFTER_SECONDS),
+        "the retry came after {waited:?}, sooner than retry_after"
+    );
+    assert_eq!(ana[0].body, ana[1].body);
+    assert_eq!(
+        world.delivery("c-1").await.2.as_deref(),
+        Some(&*format!("{ANA}:502"))
+    );
+
+    // Luis: failed once, not retried, opted out of telegram by the provider.
+    let luis = world.api.got_for(LUIS);
+    assert_eq!(luis.len(), 1, "a blocked bot is not retried: {luis:?}");
+    let (_, reason, _, _) = world.delivery("c-2").await;
+    let reason = reason.unwrap();
+    assert!(reason.contains("bot was blocked by the user"), "{reason}");
+    let (opted_out_at, _, _) = world.telegram_state("c-2").await;
+    assert!(opted_out_at.is_some(), "Luis is opted out of telegram");
+    assert!(world.telegram_state("c-3").await.0.is_none());
+
+    // The token is in the URL path only: never in reasons or logs.
+    assert!(!reason.contains(TOKEN));
+    assert!(
+        !world.herald.log_text().contains(TOKEN),
+        "the bot token leaked into the log"
+    );
+}
+
+#[tokio::test]
+async fn updates_are_checked_by_their_secret_token_and_recorded_as_replies() {
+    let world = World::start().await;
+    world
+        .wait_for("Rosa's and Ana's messages to be sent", || async {
+            world.delivery("c-3").await.0 == "sent" && world.delivery("c-1").await.0 == "sent"
+        })
+        .await;
+    let events = world.inbound_events().await;
+
+    // Wrong and missing secret tokens: 401, nothing recorded.
+    let stop = text_update(9001, ROSA, "/stop");
+    let (status, answer) = world.update("tg", &stop, Some("not-the-secret")).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_signature");
+    assert!(!answer.to_string().contains(WEBHOOK_SECRET));
+    let (status, _) = world.update("tg", &stop, None).await;
+    assert_eq!(status, 401);
+    // A channel without a webhook_secret takes no updates at all.
+    let (status, _) = world
+        .update("tg-unchecked", &stop, Some(WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(world.inbound_events().await, events);
+    assert_eq!(world.telegram_state("c-3").await, (None, None, None));
+
+    // A text message: a reply from the chat's contact.
+    let (status, answer) = world
+        .update("tg", &text_update(9002, ROSA, "hola"), Some(WEBHOOK_SECRET))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["kind"], "reply");
+    assert_eq!(answer["contacts"], json!(["c-3"]));
+    assert_eq!(answer["campaign"], "promo");
+    assert!(
+        world.telegram_state("c-3").await.2.is_some(),
+        "last inbound recorded"
+    );
+
+    // A button press: its callback_data runs the campaign's on_reply rule.
+    let press = json!({"update_id": 9003, "callback_query": {"id": "4382bfdwdsb323b2d9",
+        "from": {"id": ANA, "is_bot": false, "first_name": "Ana"},
+        "message": {"message_id": 502, "chat": {"id": ANA, "type": "private"}, "date": 1_764_000_000},
+        "chat_instance": "-1", "data": "YES"}});
+    let (status, answer) = world.update("tg", &press, Some(WEBHOOK_SECRET)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["contact_id"], "c-1");
+    assert_eq!(answer["tagged"], json!(["interested"]));
+    assert_eq!(world.tags("c-1").await, vec!["interested".to_string()]);
+    // Telegram re-sends an update it got no 2xx for: the repeat changes nothing.
+    let (status, answer) = world.update("tg", &press, Some(WEBHOOK_SECRET)).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["duplicate"], true);
+
+    // /stop (also addressed to the bot by name) opts the contact out of telegram.
+    let (status, answer) = world
+        .update(
+            "tg",
+            &text_update(9004, ROSA, "/stop@acme_bot"),
+            Some(WEBHOOK_SECRET),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["keyword"], "opt_out");
+    assert_eq!(answer["opted_out"], json!(["c-3"]));
+    let (opted_out_at, source, _) = world.telegram_state("c-3").await;
+    assert!(opted_out_at.is_some());
+    assert_eq!(source.as_deref(), Some("keyword"));
+
+    // Updates herald has no use for are acknowledged, so Telegram stops re-sending them.
+    let edited = json!({"update_id": 9005, "edited_message": {"message_id": 1, "chat": {"id": ROSA}, "date": 1, "text": "x"}});
+    let (status, answer) = world.update("tg", &edited, Some(WEBHOOK_SECRET)).await;
+    assert_eq!((status, answer["kind"].as_str()), (200, Some("ignored")));
+
+    // A body that is no Update: 422 naming the field.
+    let (status, answer) = world
+        .update(
+            "tg",
+            &json!({"message": {"text": "hi"}}),
+            Some(WEBHOOK_SECRET),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("update_id"),
+        "{answer}"
+    );
+}
