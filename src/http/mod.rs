@@ -13,7 +13,8 @@
 //! - [`contacts`]: the contacts API and segment previews;
 //! - [`inbound`]: replies and receipts from providers;
 //! - [`metrics`]: Prometheus `/metrics`;
-//! - [`page`]: the HTML status page at `/`.
+//! - [`page`]: the HTML status page at `/`;
+//! - [`unsubscribe`]: e-mail unsubscribe links (RFC 8058 one-click).
 //!
 //! Unauthenticated: `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and the provider
 //! callbacks under `/v1/inbound` (which check their own signatures). Everything else takes
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod page;
 pub mod reports;
 pub mod status;
+pub mod unsubscribe;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -123,6 +125,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(inbound::routes())
         .merge(metrics::routes())
         .merge(page::routes())
+        .merge(unsubscribe::routes())
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.
