@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use herald::channels::webhook::{HeaderText, WebhookChannel, WebhookConfig};
-use herald::channels::{self, Channel, ChannelError, SendOutcome};
+use herald::channels::{self, Channel, SendOutcome};
 use herald::message::{ButtonMessage, Content, OutboundMessage, SmsMessage, TelegramMessage};
 use herald::secrets::{SecretResolver, SecretString};
 use herald::signing::{self, SigningKey};
@@ -555,19 +555,6 @@ async fn a_refused_connection_is_transient_and_its_reason_leaves_out_the_url() {
 
 // ---------------------------------------------------------------------------------------
 // The contract and `build`
-
-#[test]
-fn build_refuses_provider_types_that_are_not_available_yet() {
-    let spec = channel_spec(
-        "type: sms_twilio\nsms_twilio: {account_sid: AC1, auth_token: \"${env:X}\", from: \"+1\"}\n",
-    );
-    let err = channels::build("sms-main", &spec, &SecretResolver::new(".")).unwrap_err();
-    assert!(matches!(err, ChannelError::NotAvailable(_)));
-    assert_eq!(
-        err.to_string(),
-        "channel type sms_twilio is not available yet"
-    );
-}
 
 #[tokio::test]
 async fn build_makes_a_webhook_channel_resolving_its_secret_and_secret_headers() {

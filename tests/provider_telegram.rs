@@ -230,15 +230,27 @@ impl World {
 
     /// (status, reason, provider_message_id, attempts) of the promo delivery to `contact`.
     async fn delivery(&self, contact: &str) -> (String, Option<String>, Option<String>, i64) {
-        let mut db = self.db().await;
-        let r = sqlx::query(
-            "SELECT d.status, d.reason, d.provider_message_id, d.attempts FROM deliveries d \
-             JOIN runs r ON r.id = d.run_id WHERE r.campaign = 'promo' AND d.contact_id = ?",
-        )
-        .bind(contact)
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+        // The run snapshots its deliveries shortly after it starts: wait for the row.
+        let started = std::time::Instant::now();
+        let r = loop {
+            let mut db = self.db().await;
+            let found = sqlx::query(
+                "SELECT d.status, d.reason, d.provider_message_id, d.attempts FROM deliveries d \
+                 JOIN runs r ON r.id = d.run_id WHERE r.campaign = 'promo' AND d.contact_id = ?",
+            )
+            .bind(contact)
+            .fetch_optional(&mut db)
+            .await
+            .unwrap();
+            if let Some(r) = found {
+                break r;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "no delivery for {contact} within 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         (r.get(0), r.get(1), r.get(2), r.get(3))
     }
 

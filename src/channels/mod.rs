@@ -20,8 +20,10 @@
 //! Rate limits are not here: the engine applies the channel's and the campaign's `rate`.
 //! A channel only says how many requests it wants in flight ([`Channel::max_in_flight`]).
 
+pub mod email_smtp;
 pub mod outbox;
 pub mod telegram;
+pub mod twilio;
 pub mod webhook;
 pub mod whatsapp_cloud;
 
@@ -115,6 +117,8 @@ pub enum Channel {
     Webhook(webhook::WebhookChannel),
     Telegram(telegram::TelegramChannel),
     WhatsappCloud(whatsapp_cloud::WhatsappCloudChannel),
+    EmailSmtp(email_smtp::EmailSmtpChannel),
+    Twilio(twilio::TwilioChannel),
 }
 
 impl Channel {
@@ -135,6 +139,8 @@ impl Channel {
             Channel::Webhook(c) => c.send(message).await,
             Channel::Telegram(c) => c.send(message).await,
             Channel::WhatsappCloud(c) => c.send(message).await,
+            Channel::EmailSmtp(c) => c.send(message).await,
+            Channel::Twilio(c) => c.send(message).await,
         }
     }
 
@@ -147,6 +153,7 @@ impl Channel {
         match self {
             Channel::Outbox(c) => c.flush().await,
             Channel::Webhook(_) | Channel::Telegram(_) | Channel::WhatsappCloud(_) => Ok(()),
+            Channel::EmailSmtp(_) | Channel::Twilio(_) => Ok(()),
         }
     }
 
@@ -158,6 +165,8 @@ impl Channel {
             Channel::Webhook(_) => webhook::HONOURS_IDEMPOTENCY_KEY,
             Channel::Telegram(_) => telegram::HONOURS_IDEMPOTENCY_KEY,
             Channel::WhatsappCloud(_) => whatsapp_cloud::HONOURS_IDEMPOTENCY_KEY,
+            Channel::EmailSmtp(_) => email_smtp::HONOURS_IDEMPOTENCY_KEY,
+            Channel::Twilio(_) => twilio::HONOURS_IDEMPOTENCY_KEY,
         }
     }
 
@@ -170,6 +179,8 @@ impl Channel {
             Channel::Webhook(c) => c.max_in_flight(),
             Channel::Telegram(c) => c.max_in_flight(),
             Channel::WhatsappCloud(c) => c.max_in_flight(),
+            Channel::EmailSmtp(c) => c.max_in_flight(),
+            Channel::Twilio(c) => c.max_in_flight(),
         }
     }
 
@@ -179,6 +190,8 @@ impl Channel {
             Channel::Webhook(c) => c.medium(),
             Channel::Telegram(c) => c.medium(),
             Channel::WhatsappCloud(c) => c.medium(),
+            Channel::EmailSmtp(c) => c.medium(),
+            Channel::Twilio(c) => c.medium(),
         }
     }
 
@@ -188,6 +201,8 @@ impl Channel {
             Channel::Webhook(c) => c.name(),
             Channel::Telegram(c) => c.name(),
             Channel::WhatsappCloud(c) => c.name(),
+            Channel::EmailSmtp(c) => c.name(),
+            Channel::Twilio(c) => c.name(),
         }
     }
 
@@ -197,6 +212,8 @@ impl Channel {
             Channel::Webhook(_) => ChannelType::Webhook,
             Channel::Telegram(_) => ChannelType::Telegram,
             Channel::WhatsappCloud(_) => ChannelType::WhatsappCloud,
+            Channel::EmailSmtp(_) => ChannelType::EmailSmtp,
+            Channel::Twilio(c) => c.channel_type(),
         }
     }
 }
@@ -262,8 +279,28 @@ pub fn build(
             )?;
             Ok(Channel::WhatsappCloud(channel))
         }
-        other @ (ChannelType::SmsTwilio | ChannelType::WhatsappTwilio | ChannelType::EmailSmtp) => {
-            Err(ChannelError::NotAvailable(other))
+        ChannelType::EmailSmtp => {
+            let settings = spec.email_smtp.as_ref().ok_or_else(missing_settings)?;
+            let channel =
+                email_smtp::EmailSmtpChannel::from_spec(name, settings, secrets, max_in_flight)?;
+            Ok(Channel::EmailSmtp(channel))
+        }
+        ChannelType::SmsTwilio | ChannelType::WhatsappTwilio => {
+            let (block, settings, medium) = if channel_type == ChannelType::SmsTwilio {
+                ("sms_twilio", &spec.sms_twilio, Medium::Sms)
+            } else {
+                ("whatsapp_twilio", &spec.whatsapp_twilio, Medium::Whatsapp)
+            };
+            let settings = settings.as_ref().ok_or_else(missing_settings)?;
+            let channel = twilio::TwilioChannel::from_spec(
+                name,
+                medium,
+                block,
+                settings,
+                secrets,
+                max_in_flight,
+            )?;
+            Ok(Channel::Twilio(channel))
         }
     }
 }

@@ -19,19 +19,29 @@
 //!   re-deliveries change nothing. `GET /v1/inbound/{channel}` answers Meta's verification
 //!   handshake with `hub.challenge` when `hub.verify_token` is the channel's
 //!   `verify_token`. See [`crate::channels::whatsapp_cloud`].
+//! - `sms_twilio` and `whatsapp_twilio`: Twilio's status callbacks and incoming messages,
+//!   form-encoded and signed in `X-Twilio-Signature` (HMAC-SHA1 with the channel's
+//!   `auth_token` over the URL Twilio called and the sorted parameters). That URL is the
+//!   channel's `public_url`, else the daemon's `--public-url`, followed by the request's
+//!   path and query: without either, the signature cannot be checked and callbacks are
+//!   refused (503). A status (`delivered`, `read`, `undelivered`, `failed`) is a receipt
+//!   keyed `twilio-status-<MessageSid>-<status>`; an incoming message a reply keyed
+//!   `twilio-message-<MessageSid>`, answered with an empty TwiML `<Response/>`. See
+//!   [`crate::channels::twilio`].
 //!
 //! What a reply or a receipt does is [`crate::webhooks::inbound`]'s; this adapter checks,
 //! parses, records, starts the follow-up campaigns a reply's rules ask for, and answers.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
-use crate::channels::{telegram, whatsapp_cloud};
+use crate::channels::{telegram, twilio, whatsapp_cloud};
 use crate::engine::Trigger;
 use crate::reconcile::{StoredObject, rebuild};
 use crate::secrets::SecretResolver;
@@ -71,35 +81,45 @@ fn signature_error(message: impl Into<String>) -> ApiError {
 /// presses are replies, other updates are acknowledged and ignored. `whatsapp_cloud`
 /// channels: a notification signed in `X-Hub-Signature-256` with `whatsapp_cloud.app_secret`
 /// (401 when missing or wrong, 403 when the channel sets none); its statuses are receipts
-/// and its text and button messages replies. A reply updates the sender's last inbound time,
-/// applies opt-out / opt-in keywords, and runs the `on_reply` rules of the campaign of the
-/// latest delivery to the contact on this channel within 7 days. A receipt moves its
+/// and its text and button messages replies. `sms_twilio` and `whatsapp_twilio` channels:
+/// a form-encoded status callback or incoming message signed in `X-Twilio-Signature` over
+/// the public URL (the channel's `public_url`, else `--public-url`) and the sorted
+/// parameters (401 when missing or wrong, 503 when no public URL is configured); an
+/// incoming message is answered with an empty TwiML `<Response/>` (`text/xml`). A reply
+/// updates the sender's last inbound time, applies opt-out / opt-in keywords, and runs the
+/// `on_reply` rules of the campaign of the latest delivery to the contact on this channel
+/// within 7 days. A receipt moves its
 /// delivery forward only (`sent → delivered → read`, or `→ failed`).
 #[utoipa::path(post, path = "/v1/inbound/{channel}", tag = "inbound",
-    params(("channel" = String, Path, description = "The channel's name (a webhook, telegram or whatsapp_cloud channel)")),
+    params(("channel" = String, Path, description = "The channel's name (a webhook, telegram, whatsapp_cloud, sms_twilio or whatsapp_twilio channel)")),
     request_body(content = InboundBody, content_type = "application/json",
-        description = "webhook: a reply (`from`, `text`, `received_at`) or a receipt (`message_id`, `status`, `error`); telegram: a Bot API Update; whatsapp_cloud: a webhook notification"),
+        description = "webhook: a reply (`from`, `text`, `received_at`) or a receipt (`message_id`, `status`, `error`); telegram: a Bot API Update; whatsapp_cloud: a webhook notification; sms_twilio and whatsapp_twilio: Twilio's form-encoded status callback (`MessageSid`, `MessageStatus`, `ErrorCode`) or incoming message (`MessageSid`, `From`, `Body`, `ButtonPayload`)"),
     responses(
-        (status = 200, description = "Recorded (or a repeat of a recorded request: `duplicate: true`)", body = InboundAnswer),
-        (status = 400, description = "The body is not JSON", body = super::error::ErrorBody),
+        (status = 200, description = "Recorded (or a repeat of a recorded request: `duplicate: true`); a Twilio incoming message gets an empty TwiML `<Response/>`",
+            content((InboundAnswer = "application/json"), (String = "text/xml"))),
+        (status = 400, description = "The body is not JSON (Twilio: not a UTF-8 form)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong signature headers; nothing changed", body = super::error::ErrorBody),
         (status = 403, description = "The channel has no secret to check signatures with", body = super::error::ErrorBody),
-        (status = 404, description = "No webhook, telegram or whatsapp_cloud channel of that name in force, or no delivery with the receipt's `message_id` (yet: retry later)", body = super::error::ErrorBody),
+        (status = 404, description = "No webhook, telegram, whatsapp_cloud or Twilio channel of that name in force, or no delivery with the receipt's `message_id` (yet: retry later)", body = super::error::ErrorBody),
         (status = 422, description = "A field is invalid; the message names it", body = super::error::ErrorBody),
-        (status = 503, description = "The channel's secret cannot be resolved", body = super::error::ErrorBody)
+        (status = 503, description = "The channel's secret cannot be resolved, or (Twilio) no public URL is configured to check signatures with", body = super::error::ErrorBody)
     ))]
 async fn inbound(
     State(state): State<AppState>,
     Path(channel): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let spec = channel_spec(&state, &channel).await?;
-    match spec.channel_type.value {
+    let json = match spec.channel_type.value {
         ChannelType::Webhook => webhook_inbound(&state, &channel, &spec, &headers, &body).await,
         ChannelType::Telegram => telegram_inbound(&state, &channel, &spec, &headers, &body).await,
         ChannelType::WhatsappCloud => {
             whatsapp_inbound(&state, &channel, &spec, &headers, &body).await
+        }
+        ChannelType::SmsTwilio | ChannelType::WhatsappTwilio => {
+            return twilio_inbound(&state, &channel, &spec, &uri, &headers, &body).await;
         }
         other => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -109,7 +129,8 @@ async fn inbound(
                 other.as_str()
             ),
         )),
-    }
+    };
+    json.map(IntoResponse::into_response)
 }
 
 /// A webhook channel's gateway: Standard Webhooks signature, then the documented body.
@@ -373,6 +394,99 @@ async fn whatsapp_inbound(
     Ok(Json(
         serde_json::json!({"kind": "notification", "events": answers}),
     ))
+}
+
+/// A Twilio callback: the X-Twilio-Signature over the public URL and the sorted form
+/// parameters, then the status callback (a receipt) or incoming message (a reply).
+async fn twilio_inbound(
+    state: &AppState,
+    channel: &str,
+    spec: &ChannelSpec,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let inbound_channel = InboundChannel::from_spec(channel, spec)
+        .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))?;
+    let (block, settings) = match spec.channel_type.value {
+        ChannelType::WhatsappTwilio => ("whatsapp_twilio", spec.whatsapp_twilio.as_ref()),
+        _ => ("sms_twilio", spec.sms_twilio.as_ref()),
+    };
+    let settings = settings
+        .ok_or_else(|| ApiError::internal(format!("channel {channel} has no `{block}` block")))?;
+    // Twilio signs the URL it called, which only the operator knows: behind a proxy it is
+    // not the address herald listens on.
+    let public_url = settings
+        .public_url
+        .as_ref()
+        .map(|u| u.value.clone())
+        .or_else(|| state.public_url.clone())
+        .ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "channel `{channel}` cannot check X-Twilio-Signature: Twilio signs the URL it calls, \
+                 so herald needs its public URL; set `{block}.public_url` in the channel or start \
+                 herald with --public-url"
+            ))
+        })?;
+    let token = SecretResolver::new(&state.dir)
+        .resolve(&settings.auth_token)
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "the auth token of channel `{channel}` cannot be resolved: {e}"
+            ))
+        })?;
+    let signature = headers
+        .get(twilio::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| signature_error("the X-Twilio-Signature header is missing"))?;
+    let params = twilio::parse_form(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a form: {e}")))?;
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let url = format!("{}{path_and_query}", public_url.trim_end_matches('/'));
+    if !twilio::signature_matches(token.expose(), signature, &url, &params) {
+        return Err(signature_error(format!(
+            "the X-Twilio-Signature header does not verify with the channel's auth_token for {url}"
+        )));
+    }
+    let event = twilio::parse_callback(&params)
+        .map_err(|(field, message)| ApiError::invalid(field, message))?;
+    match event {
+        twilio::Event::Ignored { status } => Ok(Json(serde_json::json!({
+            "duplicate": false,
+            "kind": "ignored",
+            "status": status,
+        }))
+        .into_response()),
+        twilio::Event::Receipt { key, receipt } => {
+            match logic::record_receipt(&state.store, &inbound_channel, &key, &receipt, state.now())
+                .await?
+            {
+                None => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!(
+                        "no delivery through channel `{channel}` has the message id `{}` (yet); nothing changed",
+                        receipt.message_id
+                    ),
+                )),
+                Some(Inbound::Duplicate(first)) => Ok(Json(duplicate(first)).into_response()),
+                Some(Inbound::Recorded { outcome, .. }) => Ok(Json(
+                    serde_json::to_value(outcome).map_err(ApiError::internal)?,
+                )
+                .into_response()),
+            }
+        }
+        twilio::Event::Reply { key, reply } => {
+            // The answer is TwiML, not the reply's JSON: Twilio would send any text in it to
+            // the sender. What the reply did is in the store and the `message.replied` event.
+            let Json(_recorded) = record_reply(state, &inbound_channel, &key, &reply).await?;
+            Ok((
+                [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+                twilio::EMPTY_TWIML,
+            )
+                .into_response())
+        }
+    }
 }
 
 /// A Telegram bot's update: the secret token header, then the Update.

@@ -422,6 +422,12 @@ fn secret_references(loaded: &Loaded) -> Vec<(String, String, spec::Located<Stri
                             .iter()
                             .map(|x| ("email_smtp.password".into(), x)),
                     );
+                    found.extend(
+                        e.value
+                            .unsubscribe_secret
+                            .iter()
+                            .map(|x| ("email_smtp.unsubscribe_secret".into(), x)),
+                    );
                 }
                 if let Some(w) = &s.webhook {
                     found.extend(w.value.secret.iter().map(|x| ("webhook.secret".into(), x)));

@@ -219,6 +219,10 @@ pub struct SmtpSettings {
     /// herald's public URL, for List-Unsubscribe links.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<Located<String>>,
+    /// Keys the HMAC of unsubscribe links (any long random string). Without it the links
+    /// are keyed by `password`; changing the key invalidates the links already sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe_secret: Option<Secret>,
     /// Connections kept open to the server (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<Located<u32>>,

@@ -20,6 +20,7 @@ pub mod runs;
 pub mod schedule;
 pub mod segments;
 pub mod status;
+pub mod unsubscribe;
 pub mod webhooks;
 
 use std::path::{Path, PathBuf};

@@ -184,6 +184,9 @@ fn check_provider_settings(spec: &ChannelSpec, out: &mut Vec<Diagnostic>) {
         if let Some(p) = &smtp.password {
             check_secret(p, "password", out);
         }
+        if let Some(s) = &smtp.unsubscribe_secret {
+            check_secret(s, "unsubscribe_secret", out);
+        }
         url(&smtp.public_url, "public_url", out);
         if !smtp.from.value.contains('@') {
             out.push(Diagnostic::error(

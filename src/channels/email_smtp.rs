@@ -1,0 +1,417 @@
+//! The `email_smtp` channel: e-mail through an SMTP server (lettre, pooled connections).
+//!
+//! Connection: `tls: starttls` (default, port 587) upgrades the connection with STARTTLS
+//! and refuses a server that does not offer it; `implicit` (port 465) speaks TLS from the
+//! first byte; `none` (port 25) is plain text, for local test servers only. With `username`
+//! and `password` herald authenticates (AUTH PLAIN or LOGIN). Up to `pool_size` connections
+//! (default [`DEFAULT_POOL_SIZE`]) stay open between messages.
+//!
+//! A message is `multipart/alternative` with a `text/plain` and a `text/html` part when the
+//! template has both (one part when it has one), with `From`, `To`, `Reply-To`, `Subject`
+//! and a `Message-ID` derived from the delivery's idempotency key (`<KEY@from-domain>`), so
+//! a reader can drop the duplicate of a message sent twice. The Message-ID is also the
+//! delivery's provider message id.
+//!
+//! Unsubscribe (RFC 2369 and RFC 8058): when the channel has a `public_url` and a key (its
+//! `unsubscribe_secret`, else its `password`), every message carries
+//! `List-Unsubscribe: <{public_url}/v1/unsubscribe/TOKEN>, <mailto:FROM?subject=unsubscribe>`
+//! and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`. The token names the channel and
+//! the contact and carries an HMAC-SHA256 of both and the medium under the key
+//! ([`unsubscribe_token`]); herald's `/v1/unsubscribe/{token}` checks it and opts the contact
+//! out of e-mail. The mailto form reaches the `from` mailbox, which herald does not read.
+//!
+//! Replies: 2xx sent; 4xx transient (greylisting, a full mailbox, rate limits); 5xx
+//! permanent (no such user, refused content). Errors without a reply (cannot connect, TLS,
+//! timeouts, a dropped connection) are transient. SMTP has no idempotency key: a delivery
+//! left in `sending` by a crash becomes `unknown`. Reasons quote the server's reply, never
+//! the credentials.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sha2::Sha256;
+
+use super::{ChannelError, SendOutcome};
+use crate::message::{Content, EmailMessage, OutboundMessage};
+use crate::secrets::{SecretResolver, SecretString};
+use crate::spec::channel::{Medium, SmtpSettings, SmtpTls};
+
+/// SMTP has no idempotency key: a re-sent message arrives twice.
+pub const HONOURS_IDEMPOTENCY_KEY: bool = false;
+
+/// The default of `max_in_flight`: as many sends as pooled connections.
+pub const DEFAULT_POOL_SIZE: u32 = 4;
+
+/// The timeout of each SMTP command (connect, each reply).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The path unsubscribe links point at, under the public URL.
+pub const UNSUBSCRIBE_PATH: &str = "/v1/unsubscribe/";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Sends through one SMTP account.
+pub struct EmailSmtpChannel {
+    name: String,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    /// `{public_url}` without a trailing slash and the key of the links' HMAC; `None`
+    /// when the channel has no public URL or no key (then no List-Unsubscribe header).
+    unsubscribe: Option<(String, SecretString)>,
+    max_in_flight: usize,
+}
+
+impl std::fmt::Debug for EmailSmtpChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailSmtpChannel")
+            .field("name", &self.name)
+            .field("from", &self.from.to_string())
+            .field("unsubscribe_links", &self.unsubscribe.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmailSmtpChannel {
+    /// Resolves the password and the unsubscribe key, parses the addresses and sets up the
+    /// pooled transport. No network I/O (connections open on the first send).
+    pub fn from_spec(
+        name: &str,
+        settings: &SmtpSettings,
+        secrets: &SecretResolver,
+        max_in_flight: Option<usize>,
+    ) -> Result<EmailSmtpChannel, ChannelError> {
+        let invalid = |field: &str, reason: String| ChannelError::InvalidSetting {
+            channel: name.to_string(),
+            field: format!("email_smtp.{field}"),
+            reason,
+        };
+        let from: Mailbox = settings
+            .from
+            .value
+            .parse()
+            .map_err(|e| invalid("from", format!("not an e-mail address: {e}")))?;
+        let reply_to = match &settings.reply_to {
+            Some(r) => Some(
+                r.value
+                    .parse::<Mailbox>()
+                    .map_err(|e| invalid("reply_to", format!("not an e-mail address: {e}")))?,
+            ),
+            None => None,
+        };
+        let password = match &settings.password {
+            Some(p) => Some(secrets.resolve(p).map_err(|source| ChannelError::Secret {
+                channel: name.to_string(),
+                field: "email_smtp.password".into(),
+                source,
+            })?),
+            None => None,
+        };
+        let host = settings.host.value.trim();
+        if host.is_empty() {
+            return Err(invalid("host", "is empty".into()));
+        }
+        let tls = settings.tls.as_ref().map_or(SmtpTls::Starttls, |t| t.value);
+        let mut builder = match tls {
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+                .map_err(|e| invalid("host", format!("cannot set up TLS: {e}")))?,
+            SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
+                .map_err(|e| invalid("host", format!("cannot set up TLS: {e}")))?,
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+        };
+        if let Some(port) = &settings.port {
+            builder = builder.port(port.value);
+        }
+        match (&settings.username, &password) {
+            (Some(user), Some(password)) => {
+                builder = builder.credentials(Credentials::new(
+                    user.value.clone(),
+                    password.expose().to_string(),
+                ));
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(invalid("password", "is required with `username`".into()));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("username", "is required with `password`".into()));
+            }
+        }
+        let pool_size = settings
+            .pool_size
+            .as_ref()
+            .map_or(DEFAULT_POOL_SIZE, |n| n.value)
+            .max(1);
+        let transport = builder
+            .timeout(Some(TIMEOUT))
+            .pool_config(PoolConfig::new().max_size(pool_size))
+            .build();
+        let key = unsubscribe_key(name, settings, secrets)?;
+        let unsubscribe = match (&settings.public_url, key) {
+            (Some(url), Some(key)) => {
+                let base = url.value.trim().trim_end_matches('/');
+                if !(base.starts_with("https://") || base.starts_with("http://")) {
+                    return Err(invalid(
+                        "public_url",
+                        "must be an http:// or https:// URL".into(),
+                    ));
+                }
+                Some((base.to_string(), key))
+            }
+            _ => None,
+        };
+        Ok(EmailSmtpChannel {
+            name: name.to_string(),
+            transport,
+            from,
+            reply_to,
+            unsubscribe,
+            max_in_flight: max_in_flight.unwrap_or(pool_size as usize).max(1),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn medium(&self) -> Medium {
+        Medium::Email
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Sends the message over a pooled connection and classifies the reply (module docs).
+    pub async fn send(&self, message: &OutboundMessage) -> SendOutcome {
+        let Content::Email(content) = &message.content else {
+            return SendOutcome::permanent("not an e-mail message");
+        };
+        let message_id = message_id(&message.idempotency_key, &self.from);
+        let email = match self.build(message, content, &message_id) {
+            Ok(email) => email,
+            Err(reason) => return SendOutcome::permanent(reason),
+        };
+        match self.transport.send(email).await {
+            Ok(_) => SendOutcome::Sent {
+                provider_message_id: Some(message_id),
+            },
+            Err(e) => classify(&e),
+        }
+    }
+
+    /// The MIME message for `content` to `message.to`.
+    fn build(
+        &self,
+        message: &OutboundMessage,
+        content: &EmailMessage,
+        message_id: &str,
+    ) -> Result<Message, String> {
+        let to: Address = message
+            .to
+            .trim()
+            .parse()
+            .map_err(|e| format!("the contact's address is not an e-mail address: {e}"))?;
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, to))
+            .subject(content.subject.clone())
+            .message_id(Some(message_id.to_string()))
+            .date_now();
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        if let Some((base, key)) = &self.unsubscribe {
+            let token = unsubscribe_token(key.expose().as_bytes(), &self.name, &message.contact_id);
+            let link = format!("{base}{UNSUBSCRIBE_PATH}{token}");
+            let mailto = format!("mailto:{}?subject=unsubscribe", self.from.email);
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{link}>, <{mailto}>"),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".into(),
+                ));
+        }
+        let text = content.text.as_ref().map(|t| {
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(t.clone())
+        });
+        let html = content.html.as_ref().map(|h| {
+            SinglePart::builder()
+                .header(ContentType::TEXT_HTML)
+                .body(h.clone())
+        });
+        let built = match (text, html) {
+            (Some(text), Some(html)) => {
+                builder.multipart(MultiPart::alternative().singlepart(text).singlepart(html))
+            }
+            (Some(part), None) | (None, Some(part)) => builder.singlepart(part),
+            (None, None) => return Err("the e-mail has neither a text nor an html body".into()),
+        };
+        built.map_err(|e| format!("cannot build the e-mail: {e}"))
+    }
+}
+
+/// An SMTP failure as an outcome: a 5xx reply permanent, a 4xx reply and every error
+/// without a reply (connection, TLS, timeout) transient.
+pub fn classify(error: &lettre::transport::smtp::Error) -> SendOutcome {
+    let reason = one_line(&error.to_string());
+    if error.is_permanent() {
+        SendOutcome::permanent(reason)
+    } else {
+        SendOutcome::transient(reason)
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > super::REASON_EXCERPT_CHARS {
+        let mut cut: String = line.chars().take(super::REASON_EXCERPT_CHARS).collect();
+        cut.push('…');
+        cut
+    } else {
+        line
+    }
+}
+
+/// `<KEY@domain-of-from>`, the key reduced to characters valid in a Message-ID.
+pub fn message_id(idempotency_key: &str, from: &Mailbox) -> String {
+    let local: String = idempotency_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("<{local}@{}>", from.email.domain())
+}
+
+/// The token of contact `contact_id`'s unsubscribe link on channel `channel`:
+/// `base64url(channel).base64url(contact_id).base64url(HMAC-SHA256(key, those two joined
+/// by '.', then ".email"))`. Forging one needs the key.
+pub fn unsubscribe_token(key: &[u8], channel: &str, contact_id: &str) -> String {
+    let head = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(channel),
+        URL_SAFE_NO_PAD.encode(contact_id)
+    );
+    let tag = token_mac(key, &head).finalize().into_bytes();
+    format!("{head}.{}", URL_SAFE_NO_PAD.encode(tag))
+}
+
+fn token_mac(key: &[u8], head: &str) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(head.as_bytes());
+    mac.update(b".");
+    mac.update(Medium::Email.as_str().as_bytes());
+    mac
+}
+
+/// An unsubscribe token read back, not yet checked: the channel says which key to check
+/// it with ([`UnsubscribeToken::verifies`]).
+#[derive(Debug)]
+pub struct UnsubscribeToken {
+    pub channel: String,
+    pub contact_id: String,
+    head: String,
+    tag: Vec<u8>,
+}
+
+impl UnsubscribeToken {
+    /// The token's parts, or `None` when it is not shaped like one.
+    pub fn parse(token: &str) -> Option<UnsubscribeToken> {
+        let mut parts = token.split('.');
+        let (channel, contact, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let text = |part: &str| {
+            URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
+        Some(UnsubscribeToken {
+            channel: text(channel)?,
+            contact_id: text(contact)?,
+            head: format!("{channel}.{contact}"),
+            tag: URL_SAFE_NO_PAD.decode(tag).ok()?,
+        })
+    }
+
+    /// Whether the HMAC verifies under `key` (compared in constant time).
+    pub fn verifies(&self, key: &[u8]) -> bool {
+        token_mac(key, &self.head).verify_slice(&self.tag).is_ok()
+    }
+}
+
+/// The key channel `name`'s unsubscribe links are signed with: `unsubscribe_secret`, else
+/// `password`; `None` when it has neither (its messages then carry no links).
+pub fn unsubscribe_key(
+    name: &str,
+    settings: &SmtpSettings,
+    secrets: &SecretResolver,
+) -> Result<Option<SecretString>, ChannelError> {
+    let (secret, field) = match (&settings.unsubscribe_secret, &settings.password) {
+        (Some(s), _) => (s, "unsubscribe_secret"),
+        (None, Some(p)) => (p, "password"),
+        (None, None) => return Ok(None),
+    };
+    secrets
+        .resolve(secret)
+        .map(Some)
+        .map_err(|source| ChannelError::Secret {
+            channel: name.to_string(),
+            field: format!("email_smtp.{field}"),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_verifies_under_its_key_only() {
+        let token = unsubscribe_token(b"key-1", "mail", "c-42");
+        let parsed = UnsubscribeToken::parse(&token).expect("parses");
+        assert_eq!(parsed.channel, "mail");
+        assert_eq!(parsed.contact_id, "c-42");
+        assert!(parsed.verifies(b"key-1"));
+        assert!(!parsed.verifies(b"key-2"));
+    }
+
+    #[test]
+    fn a_token_for_another_contact_does_not_verify() {
+        let token = unsubscribe_token(b"key", "mail", "c-42");
+        let tag = token.rsplit('.').next().unwrap();
+        let forged = format!(
+            "{}.{}.{tag}",
+            URL_SAFE_NO_PAD.encode("mail"),
+            URL_SAFE_NO_PAD.encode("c-43")
+        );
+        assert!(!UnsubscribeToken::parse(&forged).unwrap().verifies(b"key"));
+        assert!(UnsubscribeToken::parse("not-a-token").is_none());
+        assert!(UnsubscribeToken::parse("a.b.c.d").is_none());
+    }
+
+    #[test]
+    fn the_message_id_keeps_the_key_readable() {
+        let from: Mailbox = "Acme <news@acme.example>".parse().unwrap();
+        assert_eq!(message_id("run7:c 1/x", &from), "<run7-c-1-x@acme.example>");
+    }
+}

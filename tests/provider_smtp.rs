@@ -1,0 +1,490 @@
+//! The `email_smtp` channel through the real binary, against a real SMTP server herald does
+//! not contain: aiosmtpd (PyPI), started here with a small handler that requires AUTH,
+//! writes each message it receives (raw bytes) into a directory, answers `550` for one
+//! recipient and `451` once for another. Then the List-Unsubscribe one-click URL is posted
+//! back to herald. Plain SMTP (`tls: none`): the test server has no certificate a client
+//! would trust, and the channel has no setting to trust one.
+//!
+//! Skips with a note when python3 or aiosmtpd is missing, unless CI=true (then fails).
+
+#[path = "support/server.rs"]
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use server::{Herald, Options};
+use sqlx::Row;
+
+const USER: &str = "herald-user";
+const PASSWORD: &str = "smtp-pass-0123456789";
+const UNSUBSCRIBE_SECRET: &str = "unsub-key-abcdefghijklmnop";
+/// The channel's `public_url`: a proxy's address in production; the test rewrites it to the
+/// server's own address before posting.
+const PUBLIC_URL: &str = "https://herald.example";
+
+/// The aiosmtpd handler: AUTH required (plain text allowed), `550` for bounce@, `451` for
+/// the first attempt to later@, every accepted message written as NNN-RCPT.eml.
+const HANDLER: &str = r#"
+import os, sys
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+outdir, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+class Handler:
+    def __init__(self):
+        self.count = 0
+        self.tries = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.tries[address] = self.tries.get(address, 0) + 1
+        if address.startswith("bounce@"):
+            return "550 5.1.1 <bounce@example.com>: mailbox unavailable"
+        if address.startswith("later@") and self.tries[address] == 1:
+            return "451 4.7.1 greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        name = os.path.join(outdir, "%03d-%s.eml" % (self.count, envelope.rcpt_tos[0]))
+        with open(name + ".tmp", "wb") as f:
+            f.write(envelope.original_content or envelope.content)
+        os.rename(name + ".tmp", name)
+        return "250 2.0.0 accepted"
+
+def authenticate(server, session, envelope, mechanism, auth_data):
+    ok = (isinstance(auth_data, LoginPassword)
+          and auth_data.login == user.encode() and auth_data.password == password.encode())
+    return AuthResult(success=ok)
+
+controller = Controller(Handler(), hostname="127.0.0.1", port=port,
+                        authenticator=authenticate, auth_required=True,
+                        auth_require_tls=False)
+controller.start()
+print("ready", flush=True)
+sys.stdin.read()
+controller.stop()
+"#;
+
+/// aiosmtpd as a child process; killed on drop.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    inbox: PathBuf,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn aiosmtpd_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl SmtpServer {
+    /// Starts aiosmtpd, or `None` (with a note) when it is not installed outside CI.
+    fn start(scratch: &Path) -> Option<SmtpServer> {
+        if !aiosmtpd_available() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("aiosmtpd is not installed (python3 -m pip install aiosmtpd)");
+            }
+            eprintln!("SKIPPED: aiosmtpd is not installed (python3 -m pip install aiosmtpd)");
+            return None;
+        }
+        let inbox = scratch.join("inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let script = scratch.join("smtp_server.py");
+        std::fs::write(&script, HANDLER).unwrap();
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(&inbox)
+            .arg(port.to_string())
+            .args([USER, PASSWORD])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
+        Some(SmtpServer { child, port, inbox })
+    }
+
+    /// The raw messages received for `rcpt`.
+    fn received_for(&self, rcpt: &str) -> Vec<String> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.inbox)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "eml")
+                    && p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .ends_with(&format!("-{rcpt}.eml"))
+            })
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+}
+
+fn site(dir: &Path, smtp_port: u16, tls: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("site.yaml"),
+        format!(
+            r#"apiVersion: herald/v1
+kind: Channel
+metadata: {{name: mail}}
+spec:
+  type: email_smtp
+  email_smtp:
+    host: 127.0.0.1
+    port: {smtp_port}
+    tls: {tls}
+    username: {USER}
+    password: "${{env:SMTP_PASSWORD}}"
+    unsubscribe_secret: "${{env:UNSUBSCRIBE_SECRET}}"
+    from: "Acme News <news@acme.example>"
+    reply_to: "help@acme.example"
+    public_url: "{PUBLIC_URL}"
+    pool_size: 2
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: hello}}
+spec:
+  email:
+    subject: "Ofertas para {{{{ contact.name }}}}"
+    text: "Hola {{{{ contact.name }}}}, 20% OFF."
+    html: "<p>Hola <b>{{{{ contact.name }}}}</b>, 20% OFF.</p>"
+---
+apiVersion: herald/v1
+kind: Campaign
+metadata: {{name: promo}}
+spec:
+  audience: {{segment: all-contacts}}
+  channels: {{strategy: specific, use: [mail]}}
+  template: hello
+  schedule: {{now: true}}
+  consent: not_required
+  delivery:
+    retry: {{max_attempts: 3, initial_backoff: 1s, max_backoff: 1s}}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+async fn db(herald: &Herald) -> sqlx::SqliteConnection {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&herald.db)
+        .read_only(true);
+    <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap()
+}
+
+/// (status, reason, provider_message_id, attempts) of the promo delivery to `contact`.
+async fn delivery(herald: &Herald, contact: &str) -> (String, Option<String>, Option<String>, i64) {
+    let mut db = db(herald).await;
+    let r = sqlx::query(
+        "SELECT d.status, d.reason, d.provider_message_id, d.attempts FROM deliveries d \
+         JOIN runs r ON r.id = d.run_id WHERE r.campaign = 'promo' AND d.contact_id = ?",
+    )
+    .bind(contact)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+async fn contact(herald: &Herald, id: &str) -> Value {
+    reqwest::Client::new()
+        .get(herald.url(&format!("/v1/contacts/{id}")))
+        .bearer_auth(server::OPERATOR)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A header's value, unfolded (RFC 5322: a CRLF before white space is removed), from a
+/// raw message.
+fn header(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split("\r\n\r\n").next().unwrap_or(raw);
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", "\t");
+    unfolded.split("\r\n").find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+#[tokio::test]
+async fn a_campaign_is_mailed_over_smtp_with_one_click_unsubscribe() {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(scratch.path()) else {
+        return;
+    };
+    let dir = scratch.path().join("site");
+    site(&dir, smtp.port, "none");
+    let contacts = scratch.path().join("contacts.csv");
+    std::fs::write(
+        &contacts,
+        "id,name,email\nc-1,Ana,ana@example.com\nc-2,Luis,luis@example.com\n\
+         c-3,Bo,bounce@example.com\nc-4,Lea,later@example.com\n",
+    )
+    .unwrap();
+    let db_path = scratch.path().join("herald.db");
+    let mut options = Options::new(&dir, &db_path);
+    options.args = vec!["--contacts".into(), contacts.display().to_string()];
+    options.env = vec![
+        ("SMTP_PASSWORD".into(), PASSWORD.into()),
+        ("UNSUBSCRIBE_SECRET".into(), UNSUBSCRIBE_SECRET.into()),
+    ];
+    let herald = Herald::start_with(options);
+
+    let started = Instant::now();
+    loop {
+        let states = [
+            delivery(&herald, "c-1").await.0,
+            delivery(&herald, "c-2").await.0,
+            delivery(&herald, "c-3").await.0,
+            delivery(&herald, "c-4").await.0,
+        ];
+        if states == ["sent", "sent", "failed", "sent"] {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(40) {
+            panic!("deliveries stuck at {states:?}:\n{}", herald.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Ana's message, as the SMTP server received it.
+    let ana = smtp.received_for("ana@example.com");
+    assert_eq!(ana.len(), 1, "one message for Ana");
+    let raw = &ana[0];
+    assert_eq!(
+        header(raw, "From").as_deref(),
+        Some("\"Acme News\" <news@acme.example>")
+    );
+    assert_eq!(header(raw, "To").as_deref(), Some("ana@example.com"));
+    assert_eq!(
+        header(raw, "Reply-To").as_deref(),
+        Some("help@acme.example")
+    );
+    assert_eq!(header(raw, "Subject").as_deref(), Some("Ofertas para Ana"));
+    let content_type = header(raw, "Content-Type").unwrap();
+    assert!(
+        content_type.starts_with("multipart/alternative"),
+        "{content_type}"
+    );
+    assert!(
+        raw.contains("Content-Type: text/plain; charset=utf-8"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("Content-Type: text/html; charset=utf-8"),
+        "{raw}"
+    );
+    assert!(raw.contains("Hola Ana, 20% OFF."), "{raw}");
+    assert!(raw.contains("<p>Hola <b>Ana</b>, 20% OFF.</p>"), "{raw}");
+    let text_at = raw.find("text/plain").unwrap();
+    let html_at = raw.find("text/html").unwrap();
+    assert!(text_at < html_at, "text first, HTML (preferred) last");
+
+    // The Message-ID is the delivery's provider message id, on the from domain.
+    let message_id = header(raw, "Message-ID").unwrap();
+    assert!(
+        message_id.starts_with('<') && message_id.ends_with("@acme.example>"),
+        "{message_id}"
+    );
+    let (_, _, provider_id, attempts) = delivery(&herald, "c-1").await;
+    assert_eq!(provider_id.as_deref(), Some(&*message_id));
+    assert_eq!(attempts, 1);
+
+    // List-Unsubscribe: the https one-click link and the mailto, and the RFC 8058 header.
+    let list_unsubscribe = header(raw, "List-Unsubscribe").unwrap();
+    let prefix = format!("<{PUBLIC_URL}/v1/unsubscribe/");
+    assert!(list_unsubscribe.starts_with(&prefix), "{list_unsubscribe}");
+    assert!(
+        list_unsubscribe.ends_with(", <mailto:news@acme.example?subject=unsubscribe>"),
+        "{list_unsubscribe}"
+    );
+    assert_eq!(
+        header(raw, "List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let link = &list_unsubscribe[1..list_unsubscribe.find('>').unwrap()];
+    let path = &link[PUBLIC_URL.len()..];
+    let token = path.rsplit('/').next().unwrap();
+    // Luis's link differs from Ana's.
+    let luis = smtp.received_for("luis@example.com");
+    assert_eq!(luis.len(), 1);
+    assert!(
+        !header(&luis[0], "List-Unsubscribe")
+            .unwrap()
+            .contains(token)
+    );
+
+    // Bo's address is refused with 550: failed for good, the server's reply as the reason.
+    let (_, reason, _, attempts) = delivery(&herald, "c-3").await;
+    let reason = reason.unwrap();
+    assert!(reason.contains("550"), "{reason}");
+    assert!(reason.contains("mailbox unavailable"), "{reason}");
+    assert_eq!(attempts, 1, "a 5xx is not retried");
+    assert!(smtp.received_for("bounce@example.com").is_empty());
+    // Lea's first try is greylisted with 451: retried, then sent once.
+    let (_, _, _, attempts) = delivery(&herald, "c-4").await;
+    assert_eq!(attempts, 2, "a 4xx is retried");
+    assert_eq!(smtp.received_for("later@example.com").len(), 1);
+
+    let client = reqwest::Client::new();
+    let one_click = |path: String| {
+        client
+            .post(herald.url(&path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+    };
+
+    // A tampered token (Luis's contact id under Ana's MAC) changes nothing.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    use base64::Engine as _;
+    let luis_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("c-2");
+    parts[1] = &luis_id;
+    let tampered = parts.join(".");
+    let answer = one_click(format!("/v1/unsubscribe/{tampered}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    let answer = one_click("/v1/unsubscribe/not-a-token".into())
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert_eq!(
+        contact(&herald, "c-2").await["media"]["email"]["opted_out"],
+        false
+    );
+    assert_eq!(
+        contact(&herald, "c-1").await["media"]["email"]["opted_out"],
+        false
+    );
+
+    // GET shows a page and changes nothing (mail scanners fetch links).
+    let page = client.get(herald.url(path)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("List-Unsubscribe"), "{page}");
+    assert!(page.contains("One-Click"), "{page}");
+    assert_eq!(
+        contact(&herald, "c-1").await["media"]["email"]["opted_out"],
+        false
+    );
+
+    // A POST without the one-click body is refused, naming the field.
+    let answer = client.post(herald.url(path)).body("").send().await.unwrap();
+    assert_eq!(answer.status(), 422);
+    let body: Value = answer.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("List-Unsubscribe"),
+        "{body}"
+    );
+
+    // The one-click POST opts Ana out of e-mail; a repeat changes nothing.
+    let answer = one_click(path.to_string()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let ana_contact = contact(&herald, "c-1").await;
+    let email = &ana_contact["media"]["email"];
+    assert_eq!(email["opted_out"], true, "{ana_contact}");
+    assert_eq!(
+        email["opted_out_source"], "unsubscribe_link",
+        "{ana_contact}"
+    );
+    let first_at = email["opted_out_at"].clone();
+    let answer = one_click(path.to_string()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        contact(&herald, "c-1").await["media"]["email"]["opted_out_at"],
+        first_at
+    );
+    // Luis is untouched.
+    assert_eq!(
+        contact(&herald, "c-2").await["media"]["email"]["opted_out"],
+        false
+    );
+
+    // Secrets never reach the log or a reason.
+    let log = herald.log_text();
+    for secret in [PASSWORD, UNSUBSCRIBE_SECRET] {
+        assert!(!log.contains(secret), "a secret leaked into the log");
+        assert!(!reason.contains(secret));
+    }
+}
+
+/// `tls: starttls` refuses a server that offers no STARTTLS: nothing goes out in plain
+/// text (neither the password nor the message), and the delivery is retried, not sent.
+#[tokio::test]
+async fn starttls_refuses_a_server_without_tls() {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(scratch.path()) else {
+        return;
+    };
+    let dir = scratch.path().join("site");
+    site(&dir, smtp.port, "starttls");
+    let contacts = scratch.path().join("contacts.csv");
+    std::fs::write(&contacts, "id,name,email\nc-1,Ana,ana@example.com\n").unwrap();
+    let db_path = scratch.path().join("herald.db");
+    let mut options = Options::new(&dir, &db_path);
+    options.args = vec!["--contacts".into(), contacts.display().to_string()];
+    options.env = vec![
+        ("SMTP_PASSWORD".into(), PASSWORD.into()),
+        ("UNSUBSCRIBE_SECRET".into(), UNSUBSCRIBE_SECRET.into()),
+    ];
+    let herald = Herald::start_with(options);
+    let started = Instant::now();
+    let reason = loop {
+        let (status, reason, _, _) = delivery(&herald, "c-1").await;
+        if status == "retry" || status == "failed" {
+            break reason.unwrap_or_default();
+        }
+        assert_ne!(status, "sent", "sent without TLS");
+        if started.elapsed() > Duration::from_secs(40) {
+            panic!("delivery stuck at {status}:\n{}", herald.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(reason.to_lowercase().contains("starttls"), "{reason}");
+    assert!(smtp.received_for("ana@example.com").is_empty());
+    assert!(!reason.contains(PASSWORD));
+}
