@@ -610,6 +610,7 @@ impl Reconciler {
             errors.extend(
                 reconcile::unresolved_secrets(&prepared.checked.loaded, &self.dir)
                     .iter()
+                    .filter(|d| d.is_error())
                     .map(ToString::to_string),
             );
         }

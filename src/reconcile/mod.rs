@@ -333,10 +333,25 @@ pub async fn apply(
 }
 
 /// Every secret reference that does not resolve: an unset `${env:NAME}`, an unreadable
-/// `${file:PATH}` (relative to `dir`). The errors name the variable or path, never a value.
+/// `${file:PATH}` (relative to `dir`). The findings name the variable or path, never a value.
+///
+/// Errors, except for a channel that no campaign uses: that is a warning, so a directory may
+/// carry a provider's Channel file before its credentials are deployed (the example does).
+/// The revision that first makes a campaign use it is refused until they resolve.
 pub fn unresolved_secrets(loaded: &Loaded, dir: &Path) -> Vec<Diagnostic> {
+    let used: std::collections::HashSet<String> = loaded
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Campaign(d) => Some(&d.spec.channels.channels.value),
+            _ => None,
+        })
+        .flatten()
+        .map(|name| format!("channel {}", name.value))
+        .collect();
     let mut out = Vec::new();
     for (owner, field, reference) in secret_references(loaded) {
+        let unused_channel = owner.starts_with("channel ") && !used.contains(&owner);
         let Ok(source) = spec::values::parse_secret_reference(&reference.value) else {
             continue; // a literal: validation already rejected it
         };
@@ -352,12 +367,17 @@ pub fn unresolved_secrets(loaded: &Loaded, dir: &Path) -> Vec<Diagnostic> {
             }
         };
         if let Some(problem) = problem {
+            let message = format!("{owner} {field}: {problem}");
             out.push(
-                Diagnostic::error(
-                    Code::UnresolvedSecret,
-                    &reference.at,
-                    format!("{owner} {field}: {problem}"),
-                )
+                if unused_channel {
+                    Diagnostic::warning(
+                        Code::UnresolvedSecret,
+                        &reference.at,
+                        format!("{message} (no campaign uses the channel yet)"),
+                    )
+                } else {
+                    Diagnostic::error(Code::UnresolvedSecret, &reference.at, message)
+                }
                 .help(match source {
                     SecretSource::Env(_) => "set it in the environment herald runs in",
                     SecretSource::File(_) => "paths are relative to the directory applied",
