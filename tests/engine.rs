@@ -162,6 +162,9 @@ async fn answer(State(fake): State<Fake>, headers: HeaderMap, body: Bytes) -> Re
 
 // ------------------------------------------------------------------ the workspace
 
+/// (contact id, channel, status, reason, attempts) of a delivery.
+type DeliveryRow = (String, Option<String>, String, Option<String>, i64);
+
 struct Workspace {
     dir: tempfile::TempDir,
     store: Store,
@@ -249,8 +252,8 @@ impl Workspace {
             .unwrap()
     }
 
-    /// (contact id, channel, status, reason, attempts) of every delivery of `run`.
-    async fn rows(&self, run: i64) -> Vec<(String, Option<String>, String, Option<String>, i64)> {
+    /// Every delivery of `run`.
+    async fn rows(&self, run: i64) -> Vec<DeliveryRow> {
         sqlx::query_as(
             "SELECT contact_id, channel, status, reason, attempts FROM deliveries \
              WHERE run_id = ? ORDER BY contact_id, channel",
@@ -507,6 +510,70 @@ async fn transient_failures_are_retried_with_backoff_then_succeed_with_the_same_
         "every attempt carries the same idempotency key"
     );
     assert_eq!(rx.hits().len(), 3);
+}
+
+#[tokio::test]
+async fn full_batches_of_mixed_results_record_every_row_with_its_own_status_and_provider_id() {
+    // 6 in 10 first attempts fail: the first batch of 1,000 records 600 retries and 400
+    // successes, the retries later come back as one batch of 720 successes. Large parts
+    // of a batch are written by statements padded to a full chunk; every row must still
+    // get exactly its own result.
+    let rx = Receiver::start(|hit, earlier| {
+        let n: u32 = hit.to[hit.to.len() - 4..].parse().unwrap();
+        if earlier == 0 && n % 10 < 6 {
+            Answer::Status(503, None, "busy")
+        } else {
+            Answer::Ok
+        }
+    })
+    .await;
+    // One channel, so that one claim takes a whole batch.
+    let text = site(&rx.url(), "", "").replace(
+        "{strategy: fallback, use: [gateway, mailbox]}",
+        "{strategy: specific, use: [gateway]}",
+    );
+    let ws = Workspace::new(&text, &sms_contacts(1200)).await;
+    let run = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    let counts = |rows: Vec<DeliveryRow>| {
+        let mut by: BTreeMap<(String, i64), usize> = BTreeMap::new();
+        for (_, channel, status, _, attempts) in rows.into_iter().filter(|r| r.1.is_some()) {
+            assert_eq!(channel.as_deref(), Some("gateway"));
+            *by.entry((status, attempts)).or_default() += 1;
+        }
+        by
+    };
+    assert_eq!(ws.engine.dispatch_once().await.unwrap(), 1000);
+    assert_eq!(
+        counts(ws.rows(run).await),
+        BTreeMap::from([
+            (("pending".to_string(), 0), 200),
+            (("retry".to_string(), 1), 600),
+            (("sent".to_string(), 1), 400),
+        ])
+    );
+    // The other 200, then (the backoff is at most 30 s) the 720 retries.
+    ws.drain().await;
+    ws.clock.advance(Duration::from_secs(31));
+    ws.drain().await;
+    assert_eq!(
+        counts(ws.rows(run).await),
+        BTreeMap::from([
+            (("sent".to_string(), 1), 480),
+            (("sent".to_string(), 2), 720),
+        ])
+    );
+    let pool = ws.pool().await;
+    let (own_ids, retried_reasons): (i64, i64) = sqlx::query_as(
+        "SELECT sum(provider_message_id = 'p-' || idempotency_key), \
+         sum(attempts = 2 AND reason IS NULL) FROM deliveries \
+         WHERE run_id = ? AND channel IS NOT NULL AND sent_at IS NOT NULL",
+    )
+    .bind(run)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((own_ids, retried_reasons), (1200, 720));
+    assert_eq!(rx.hits().len(), 1920);
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::audience::{CompiledSegment, SqlValue, campaign_query};
 use crate::channels::SendOutcome;
 use crate::message::OutboundMessage;
-use crate::render::{ContactView, RunContext};
+use crate::render::{ContactView, RunContext, RunScope};
 use crate::spec::campaign::Consent;
 use crate::store::deliveries::{ClaimSlot, Claimed, Recorded};
 use crate::store::runs::NewRun;
@@ -209,6 +209,22 @@ fn put_back(row: &Claimed, reason: &str, now: jiff::Timestamp) -> Recorded {
         provider_message_id: None,
         attempts_delta: -1,
         opt_out: false,
+    }
+}
+
+/// A batch's contact: its consent per medium for the checks, and what templates see,
+/// built once (moved out of the stored record, not copied) and shared by its messages.
+struct BatchContact {
+    media: BTreeMap<crate::spec::channel::Medium, crate::store::contacts::MediumState>,
+    view: Arc<ContactView>,
+}
+
+impl From<crate::store::contacts::ContactRecord> for BatchContact {
+    fn from(mut record: crate::store::contacts::ContactRecord) -> Self {
+        BatchContact {
+            media: std::mem::take(&mut record.data.media),
+            view: Arc::new(ContactView::from(record)),
+        }
     }
 }
 
@@ -432,7 +448,7 @@ impl Engine {
             }
         }
         let slots = claim_slots(&runs);
-        let (claimed, housekeeping) = self.store().claim(&slots, now).await?;
+        let (mut claimed, housekeeping) = self.store().claim(&slots, now).await?;
         if !housekeeping.finished_runs.is_empty() {
             let mut pinned = lock(&self.inner.pinned);
             for id in &housekeeping.finished_runs {
@@ -442,9 +458,10 @@ impl Engine {
         if claimed.is_empty() {
             return Ok(0);
         }
+        // Before `prepare`, which moves the rows' strings into the messages.
         let claimed_channels: HashMap<i64, String> =
             claimed.iter().map(|c| (c.id, c.channel.clone())).collect();
-        let prepared = match self.prepare(&claimed, &runs, now).await {
+        let prepared = match self.prepare(&mut claimed, &runs, now).await {
             Ok(prepared) => prepared,
             Err(e) => {
                 // Nothing was sent: the claimed rows go back as they were, never left
@@ -461,8 +478,7 @@ impl Engine {
         };
         let mut attempted = 0;
         let mut results: Vec<Recorded> = Vec::with_capacity(claimed.len());
-        let mut sends: JoinSet<(usize, SendOutcome)> = JoinSet::new();
-        let mut sending: Vec<(Claimed, Arc<ChannelHandle>, Arc<PinnedRun>)> = Vec::new();
+        let mut jobs: Vec<Job> = Vec::new();
         for (row, p) in claimed.into_iter().zip(prepared) {
             match p {
                 Prepared::Done(r) => {
@@ -473,110 +489,24 @@ impl Engine {
                 }
                 Prepared::Send(message, handle, run) => {
                     attempted += 1;
-                    let i = sending.len();
-                    sending.push((row, handle.clone(), run.clone()));
-                    sends.spawn(async move {
-                        // In-flight first, then the rate: a send leaves the moment its
-                        // limiters let it, never queued behind a full channel after that.
-                        let _permit = handle.in_flight.clone().acquire_owned().await;
-                        let limiters: Vec<&rate::Gcra> = handle
-                            .limiter
-                            .iter()
-                            .chain(run.campaign_limit.iter())
-                            .map(|g| g.as_ref())
-                            .collect();
-                        let asked = std::time::Instant::now();
-                        rate::acquire(&limiters).await;
-                        let waited = asked.elapsed();
-                        if waited >= Duration::from_millis(1) {
-                            crate::metrics::rate_limit_wait(handle.channel.name(), waited);
-                        }
-                        let sending = std::time::Instant::now();
-                        let outcome = handle.channel.send(&message).await;
-                        crate::metrics::provider_latency(handle.channel.name(), sending.elapsed());
-                        (i, outcome)
+                    jobs.push(Job {
+                        row,
+                        message,
+                        handle,
+                        run,
                     });
                 }
             }
         }
-        let mut outcomes: Vec<Option<SendOutcome>> = vec![None; sending.len()];
-        while let Some(done) = sends.join_next().await {
-            match done {
-                Ok((i, outcome)) => outcomes[i] = Some(outcome),
-                Err(e) => tracing::error!(error = %e, "a send task failed"),
-            }
-        }
-        // `sent` is recorded only once the channel made it durable (the outbox batches).
-        let mut flush_failed: HashMap<usize, String> = HashMap::new();
-        let mut flushed: Vec<usize> = Vec::new();
-        for (_, handle, _) in &sending {
-            let key = Arc::as_ptr(handle) as usize;
-            if flushed.contains(&key) {
-                continue;
-            }
-            flushed.push(key);
-            let mut result = handle.channel.flush().await;
-            if result.is_err() {
-                result = handle.channel.flush().await;
-            }
-            if let Err(e) = result {
-                flush_failed.insert(key, e.to_string());
-            }
-        }
+        let jobs: Arc<[Job]> = jobs.into();
+        let outcomes = send_all(&jobs).await;
+        let flush_failed = flush_channels(&jobs).await;
         let recorded_at = self.now();
-        for ((row, handle, run), outcome) in sending.iter().zip(outcomes) {
+        for (job, outcome) in jobs.iter().zip(outcomes) {
             let outcome =
                 outcome.unwrap_or_else(|| SendOutcome::transient("the send task stopped"));
-            let medium = handle.channel.medium();
-            let mut r = Recorded {
-                id: row.id,
-                contact_pk: row.contact_pk,
-                medium,
-                status: DeliveryStatus::Sent,
-                reason: None,
-                next_attempt_at: None,
-                provider_message_id: None,
-                attempts_delta: 0,
-                opt_out: false,
-            };
-            match outcome {
-                SendOutcome::Sent {
-                    provider_message_id,
-                } => {
-                    if let Some(e) = flush_failed.get(&(Arc::as_ptr(handle) as usize)) {
-                        r.status = DeliveryStatus::Unknown;
-                        r.reason = Some(format!("accepted but not made durable: {e}"));
-                    } else {
-                        r.provider_message_id = provider_message_id;
-                    }
-                }
-                SendOutcome::Transient {
-                    reason,
-                    retry_after,
-                } => {
-                    if row.attempts >= run.max_attempts {
-                        r.status = DeliveryStatus::Failed;
-                        r.reason = Some(format!(
-                            "{reason} (gave up after {} attempts)",
-                            row.attempts
-                        ));
-                    } else {
-                        let wait =
-                            backoff(run.initial_backoff, run.max_backoff, row.attempts, row.id)
-                                .max(retry_after.unwrap_or_default());
-                        r.status = DeliveryStatus::Retry;
-                        r.reason = Some(reason);
-                        r.next_attempt_at =
-                            Some(recorded_at.as_millisecond().saturating_add(ms(wait)));
-                    }
-                }
-                SendOutcome::Permanent { reason, opted_out } => {
-                    r.status = DeliveryStatus::Failed;
-                    r.reason = Some(reason);
-                    r.opt_out = opted_out;
-                }
-            }
-            results.push(r);
+            let flush_error = flush_failed.get(&(Arc::as_ptr(&job.handle) as usize));
+            results.push(result_of(job, outcome, flush_error, recorded_at));
         }
         self.record_until_done(&results, recorded_at).await?;
         count_results(&claimed_channels, &results);
@@ -606,20 +536,30 @@ impl Engine {
     }
 
     /// Re-checks consent, opt-out, frequency cap and send windows, and renders, for each
-    /// claimed row: a message to send, or the row's result without sending.
+    /// claimed row: a message to send, or the row's result without sending. A row sent
+    /// gives its texts (key, channel, contact id, address) to its message.
     async fn prepare(
         &self,
-        claimed: &[Claimed],
+        claimed: &mut [Claimed],
         runs: &BTreeMap<RunId, Arc<PinnedRun>>,
         now: jiff::Timestamp,
     ) -> Result<Vec<Prepared>, EngineError> {
         let pks: Vec<i64> = claimed.iter().map(|c| c.contact_pk).collect();
-        let contacts = self.store().contacts_by_pk(&pks).await?;
+        let contacts: BTreeMap<i64, BatchContact> = self
+            .store()
+            .contacts_by_pk(&pks)
+            .await?
+            .into_iter()
+            .map(|(pk, record)| (pk, BatchContact::from(record)))
+            .collect();
+        // One per (run, channel) in the batch, shared by its messages.
+        let mut scopes: Vec<(RunId, String, RunScope)> = Vec::new();
         let mut sent_counts: BTreeMap<RunId, BTreeMap<i64, u32>> = BTreeMap::new();
         // This batch's own rows are `sending` too: `sent_since` counts them, so take them
         // off; what is left being sent belongs to other batches and counts against the cap.
+        let capped = runs.values().any(|r| r.frequency_cap.is_some() && !r.test);
         let mut own_sending: BTreeMap<i64, u32> = BTreeMap::new();
-        for c in claimed {
+        for c in claimed.iter().filter(|_| capped) {
             *own_sending.entry(c.contact_pk).or_default() += 1;
         }
         // Messages this batch is about to send, per contact: they count against the cap of
@@ -646,7 +586,7 @@ impl Engine {
             }
         }
         let mut out = Vec::with_capacity(claimed.len());
-        for row in claimed {
+        for row in claimed.iter_mut() {
             let done = |status: DeliveryStatus, reason: String, medium| {
                 Prepared::Done(Recorded {
                     id: row.id,
@@ -699,7 +639,7 @@ impl Engine {
             // the row was snapshotted for may receive it.
             let Some(contact) = contacts
                 .get(&row.contact_pk)
-                .filter(|c| c.data.id == row.contact_id)
+                .filter(|c| c.view.id == row.contact_id)
             else {
                 out.push(done(
                     DeliveryStatus::Skipped,
@@ -708,12 +648,12 @@ impl Engine {
                 ));
                 continue;
             };
-            let state = contact.data.media.get(&medium).cloned().unwrap_or_default();
-            if state.is_opted_out() {
+            let state = contact.media.get(&medium);
+            if state.is_some_and(|s| s.is_opted_out()) {
                 out.push(done(DeliveryStatus::Skipped, "opted_out".into(), medium));
                 continue;
             }
-            if run.consent == Consent::Required && !state.is_opted_in() {
+            if run.consent == Consent::Required && !state.is_some_and(|s| s.is_opted_in()) {
                 out.push(done(DeliveryStatus::Skipped, "no_consent".into(), medium));
                 continue;
             }
@@ -734,7 +674,7 @@ impl Engine {
                 }
             }
             let contact_zone = contact
-                .data
+                .view
                 .timezone
                 .as_deref()
                 .and_then(|z| jiff::tz::TimeZone::get(z).ok());
@@ -769,31 +709,46 @@ impl Engine {
                     continue;
                 }
             };
-            let context = RunContext {
-                campaign: run.run.campaign.clone(),
-                run_id: row.run,
-                channel: row.channel.clone(),
-                now,
-                unsubscribe_url: None,
-                timezone: Some(run.schedule_zone.clone()),
+            let scope = match scopes
+                .iter()
+                .position(|(id, channel, _)| *id == row.run && *channel == row.channel)
+            {
+                Some(i) => &scopes[i].2,
+                None => {
+                    let context = RunContext {
+                        campaign: run.run.campaign.clone(),
+                        run_id: row.run,
+                        channel: row.channel.clone(),
+                        now,
+                        unsubscribe_url: None,
+                        timezone: Some(run.schedule_zone.clone()),
+                    };
+                    let scope = RunScope::new(&context, medium);
+                    scopes.push((row.run, row.channel.clone(), scope));
+                    &scopes[scopes.len() - 1].2
+                }
             };
-            let content = match renderer.render(medium, &ContactView::from(contact), &context) {
+            let content = match renderer.render_in(contact.view.clone(), scope) {
                 Ok(c) => c,
                 Err(e) => {
                     out.push(done(DeliveryStatus::Skipped, e.to_string(), medium));
                     continue;
                 }
             };
-            *batch_sends.entry(row.contact_pk).or_default() += 1;
+            if capped {
+                *batch_sends.entry(row.contact_pk).or_default() += 1;
+            }
             out.push(Prepared::Send(
+                // The row's texts move into the message: from here on only its numbers
+                // are read (for its result, or to put it back).
                 Box::new(OutboundMessage {
                     delivery_id: row.id,
-                    idempotency_key: row.idempotency_key.clone(),
+                    idempotency_key: std::mem::take(&mut row.idempotency_key),
                     run_id: row.run,
                     campaign: run.run.campaign.clone(),
-                    channel: row.channel.clone(),
-                    contact_id: row.contact_id.clone(),
-                    to: row.address.clone(),
+                    channel: std::mem::take(&mut row.channel),
+                    contact_id: std::mem::take(&mut row.contact_id),
+                    to: std::mem::take(&mut row.address),
                     content,
                     test: run.test,
                 }),
@@ -1074,6 +1029,179 @@ fn count_results(channel_of: &HashMap<i64, String>, results: &[Recorded]) {
     for ((channel, status), n) in counts {
         crate::metrics::message_result(channel, status.as_str(), n);
     }
+}
+
+/// One message to send, with what it was claimed as and where it goes.
+struct Job {
+    row: Claimed,
+    message: Box<OutboundMessage>,
+    handle: Arc<ChannelHandle>,
+    run: Arc<PinnedRun>,
+}
+
+/// A channel's share of a batch: its jobs (indexes into the batch's), taken in order by
+/// its worker tasks.
+struct Queue {
+    next: std::sync::atomic::AtomicUsize,
+    jobs: Vec<usize>,
+}
+
+/// Sends every job and returns each one's outcome (`None` if its worker died). Each
+/// channel's jobs are taken in claim order by as many worker tasks as the channel has
+/// requests in flight (`max_in_flight`), not by one task per message: a task costs an
+/// allocation the size of the whole send future, and 1,000 of them per batch waiting on
+/// the semaphore measured about 2 µs a delivery. Each worker holds one of the channel's
+/// permits (a semaphore shared with the other batches and runs on the channel) while it
+/// finds jobs, so what is in flight stays within `max_in_flight`.
+async fn send_all(jobs: &Arc<[Job]>) -> Vec<Option<SendOutcome>> {
+    let outcomes: Arc<Mutex<Vec<Option<SendOutcome>>>> =
+        Arc::new(Mutex::new(vec![None; jobs.len()]));
+    let mut queues: Vec<(Arc<ChannelHandle>, Vec<usize>)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match queues.iter_mut().find(|(h, _)| Arc::ptr_eq(h, &job.handle)) {
+            Some((_, q)) => q.push(i),
+            None => queues.push((job.handle.clone(), vec![i])),
+        }
+    }
+    let mut workers = JoinSet::new();
+    for (handle, indexes) in queues {
+        let count = handle.channel.max_in_flight().clamp(1, indexes.len());
+        let queue = Arc::new(Queue {
+            next: Default::default(),
+            jobs: indexes,
+        });
+        for _ in 0..count {
+            let (jobs, queue, outcomes, handle) = (
+                jobs.clone(),
+                queue.clone(),
+                outcomes.clone(),
+                handle.clone(),
+            );
+            workers.spawn(async move {
+                // One request in flight for as long as this worker finds jobs: handing the
+                // permit back and waiting again between two sends would wake another task
+                // for every message. Other batches' workers get the permits as this
+                // batch's queue runs out.
+                let _permit = handle.in_flight.acquire().await;
+                while let Some(&i) = queue.jobs.get(queue.next.fetch_add(1, Ordering::Relaxed)) {
+                    let outcome = send_one(&jobs[i]).await;
+                    lock(&outcomes)[i] = Some(outcome);
+                }
+            });
+        }
+    }
+    while let Some(done) = workers.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a send task failed");
+        }
+    }
+    std::mem::take(&mut *lock(&outcomes))
+}
+
+/// One send within the rate limits, its worker holding one of the channel's in-flight
+/// permits. In-flight first, then the rate: a send leaves the moment its limiters let it,
+/// never queued behind a full channel after that.
+async fn send_one(job: &Job) -> SendOutcome {
+    let limiters: Vec<&rate::Gcra> = job
+        .handle
+        .limiter
+        .iter()
+        .chain(job.run.campaign_limit.iter())
+        .map(|g| g.as_ref())
+        .collect();
+    let asked = std::time::Instant::now();
+    rate::acquire(&limiters).await;
+    let waited = asked.elapsed();
+    let channel = job.handle.channel.name();
+    if waited >= Duration::from_millis(1) {
+        crate::metrics::rate_limit_wait(channel, waited);
+    }
+    let sending = std::time::Instant::now();
+    let outcome = job.handle.channel.send(&job.message).await;
+    crate::metrics::provider_latency(channel, sending.elapsed());
+    outcome
+}
+
+/// Flushes each channel the jobs used, once (retried once): `sent` is recorded only once
+/// the channel made it durable (the outbox batches). Returns the channels that failed
+/// (keyed by handle address), with the error.
+async fn flush_channels(jobs: &[Job]) -> HashMap<usize, String> {
+    let mut failed = HashMap::new();
+    let mut flushed: Vec<usize> = Vec::new();
+    for job in jobs {
+        let key = Arc::as_ptr(&job.handle) as usize;
+        if flushed.contains(&key) {
+            continue;
+        }
+        flushed.push(key);
+        let mut result = job.handle.channel.flush().await;
+        if result.is_err() {
+            result = job.handle.channel.flush().await;
+        }
+        if let Err(e) = result {
+            failed.insert(key, e.to_string());
+        }
+    }
+    failed
+}
+
+/// What to record for a sent job: `sent`, or per the outcome `retry` (with backoff) or
+/// `failed` once its attempts are used up; `unknown` when the channel accepted it but
+/// could not make it durable (`flush_error`).
+fn result_of(
+    job: &Job,
+    outcome: SendOutcome,
+    flush_error: Option<&String>,
+    recorded_at: jiff::Timestamp,
+) -> Recorded {
+    let (row, run) = (&job.row, &job.run);
+    let mut r = Recorded {
+        id: row.id,
+        contact_pk: row.contact_pk,
+        medium: job.handle.channel.medium(),
+        status: DeliveryStatus::Sent,
+        reason: None,
+        next_attempt_at: None,
+        provider_message_id: None,
+        attempts_delta: 0,
+        opt_out: false,
+    };
+    match outcome {
+        SendOutcome::Sent {
+            provider_message_id,
+        } => {
+            if let Some(e) = flush_error {
+                r.status = DeliveryStatus::Unknown;
+                r.reason = Some(format!("accepted but not made durable: {e}"));
+            } else {
+                r.provider_message_id = provider_message_id;
+            }
+        }
+        SendOutcome::Transient {
+            reason,
+            retry_after,
+        } => {
+            if row.attempts >= run.max_attempts {
+                r.status = DeliveryStatus::Failed;
+                r.reason = Some(format!(
+                    "{reason} (gave up after {} attempts)",
+                    row.attempts
+                ));
+            } else {
+                let wait = backoff(run.initial_backoff, run.max_backoff, row.attempts, row.id)
+                    .max(retry_after.unwrap_or_default());
+                r.status = DeliveryStatus::Retry;
+                r.reason = Some(reason);
+                r.next_attempt_at = Some(recorded_at.as_millisecond().saturating_add(ms(wait)));
+            }
+        }
+        SendOutcome::Permanent { reason, opted_out } => {
+            r.status = DeliveryStatus::Failed;
+            r.reason = Some(reason);
+            r.opt_out = opted_out;
+        }
+    }
+    r
 }
 
 /// Where to claim from: each running run's channels, with an equal share of [`BATCH`] cut

@@ -139,22 +139,28 @@ pub struct ContactView {
 
 impl From<&ContactRecord> for ContactView {
     fn from(record: &ContactRecord) -> Self {
-        let c = &record.data;
+        ContactView::from(record.clone())
+    }
+}
+
+impl From<ContactRecord> for ContactView {
+    fn from(record: ContactRecord) -> Self {
+        let c = record.data;
         let created_at = jiff::Timestamp::from_millisecond(c.created_at)
             .map(|t| t.to_string())
             .unwrap_or_else(|_| c.created_at.to_string());
         ContactView {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            phone: c.phone.clone(),
-            email: c.email.clone(),
-            telegram: c.telegram.clone(),
-            locale: c.locale.clone(),
-            timezone: c.timezone.clone(),
-            country: c.country.clone(),
+            id: c.id,
+            name: c.name,
+            phone: c.phone,
+            email: c.email,
+            telegram: c.telegram,
+            locale: c.locale,
+            timezone: c.timezone,
+            country: c.country,
             created_at,
-            tags: c.tags.iter().cloned().collect(),
-            attributes: c.attributes.clone(),
+            tags: c.tags.into_iter().collect(),
+            attributes: c.attributes,
         }
     }
 }
@@ -175,6 +181,49 @@ pub struct RunContext {
     /// The zone dates are shown in for a contact without a (valid) time zone: the
     /// campaign schedule's. `None` is UTC.
     pub timezone: Option<jiff::tz::TimeZone>,
+}
+
+/// The part of a message's scope that comes from its run and channel
+/// ([`RunContext`] and the medium), made into template values once and shared by every
+/// message rendered with it.
+#[derive(Clone, Debug)]
+pub struct RunScope {
+    medium: Medium,
+    campaign: Value,
+    run: Value,
+    channel: Value,
+    unsubscribe_url: Value,
+    now: Value,
+    timezone: Option<jiff::tz::TimeZone>,
+    unsubscribe: Option<String>,
+}
+
+impl RunScope {
+    /// The scope of messages on `medium` for `run`.
+    pub fn new(run: &RunContext, medium: Medium) -> RunScope {
+        RunScope {
+            medium,
+            campaign: Value::from_pairs([("name", Value::from(run.campaign.as_str()))]),
+            run: Value::from_pairs([("id", Value::from(run.run_id))]),
+            channel: Value::from_pairs([
+                ("name", Value::from(run.channel.as_str())),
+                ("medium", Value::from(medium.as_str())),
+            ]),
+            unsubscribe_url: run
+                .unsubscribe_url
+                .as_deref()
+                .map(Value::from)
+                .unwrap_or(Value::UNDEFINED),
+            now: Value::from(
+                run.now
+                    .round(jiff::Unit::Second)
+                    .unwrap_or(run.now)
+                    .to_string(),
+            ),
+            timezone: run.timezone.clone(),
+            unsubscribe: run.unsubscribe_url.clone(),
+        }
+    }
 }
 
 /// A template compiled for one campaign's vars. Cheap to share between threads (`Sync`);
@@ -315,6 +364,18 @@ impl Renderer {
         contact: &ContactView,
         run: &RunContext,
     ) -> Result<Content, RenderError> {
+        self.render_in(Arc::new(contact.clone()), &RunScope::new(run, medium))
+    }
+
+    /// [`render`](Self::render) for a contact shared between messages, in a scope built
+    /// once for many (the engine renders a batch's messages with one scope per run and
+    /// channel, and one copy of each contact).
+    pub fn render_in(
+        &self,
+        contact: Arc<ContactView>,
+        run: &RunScope,
+    ) -> Result<Content, RenderError> {
+        let medium = run.medium;
         let Some(i) = self.pick(medium, contact.locale.as_deref()) else {
             return Err(RenderError::NoContent {
                 template: self.name.clone(),
@@ -324,28 +385,14 @@ impl Renderer {
         let (prefix, content) = &self.contents[i];
         let scope = Value::from_object(Scope {
             contact: Value::from_object(ContactObject {
-                fields: Value::from(Serde(contact)),
-                locale: contact.locale.clone(),
-                timezone: contact.timezone.clone(),
+                fields: contact,
                 fallback_zone: run.timezone.clone(),
             }),
-            campaign: Value::from_pairs([("name", Value::from(run.campaign.as_str()))]),
-            run: Value::from_pairs([("id", Value::from(run.run_id))]),
-            channel: Value::from_pairs([
-                ("name", Value::from(run.channel.as_str())),
-                ("medium", Value::from(medium.as_str())),
-            ]),
-            unsubscribe_url: run
-                .unsubscribe_url
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::UNDEFINED),
-            now: Value::from(
-                run.now
-                    .round(jiff::Unit::Second)
-                    .unwrap_or(run.now)
-                    .to_string(),
-            ),
+            campaign: run.campaign.clone(),
+            run: run.run.clone(),
+            channel: run.channel.clone(),
+            unsubscribe_url: run.unsubscribe_url.clone(),
+            now: run.now.clone(),
             vars: self.vars.clone(),
         });
         let r = Strings {
@@ -428,7 +475,7 @@ impl Renderer {
                     subject: r.one("email.subject", &email.subject)?,
                     html: r.opt("email.html", email.html.as_ref())?,
                     text: r.opt("email.text", email.text.as_ref())?,
-                    unsubscribe_url: run.unsubscribe_url.clone(),
+                    unsubscribe_url: run.unsubscribe.clone(),
                 })
             }
         })
@@ -601,21 +648,22 @@ impl Object for Scope {
 }
 
 /// `contact`: the [`ContactView`]'s fields, plus what the date and number filters need.
+/// A field becomes a template value only when a template reads it (most read one or two),
+/// as serde would make it: `none` for a missing value, a list for `tags`, a map for
+/// `attributes`.
 #[derive(Debug)]
 pub(crate) struct ContactObject {
-    fields: Value,
-    locale: Option<String>,
-    timezone: Option<String>,
+    fields: Arc<ContactView>,
     fallback_zone: Option<jiff::tz::TimeZone>,
 }
 
 impl ContactObject {
     pub(crate) fn locale(&self) -> Option<&str> {
-        self.locale.as_deref()
+        self.fields.locale.as_deref()
     }
 
     pub(crate) fn timezone(&self) -> Option<&str> {
-        self.timezone.as_deref()
+        self.fields.timezone.as_deref()
     }
 
     pub(crate) fn fallback_zone(&self) -> Option<&jiff::tz::TimeZone> {
@@ -629,7 +677,22 @@ impl Object for ContactObject {
     }
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        self.fields.get_item(key).ok().filter(|v| !v.is_undefined())
+        let c = &self.fields;
+        let text = |v: &Option<String>| Value::from(Serde(v));
+        Some(match key.as_str()? {
+            "id" => Value::from(c.id.as_str()),
+            "name" => text(&c.name),
+            "phone" => text(&c.phone),
+            "email" => text(&c.email),
+            "telegram" => text(&c.telegram),
+            "locale" => text(&c.locale),
+            "timezone" => text(&c.timezone),
+            "country" => text(&c.country),
+            "created_at" => Value::from(c.created_at.as_str()),
+            "tags" => Value::from(Serde(&c.tags)),
+            "attributes" => Value::from(Serde(&c.attributes)),
+            _ => return None,
+        })
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {

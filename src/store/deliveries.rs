@@ -1,13 +1,15 @@
 //! Deliveries: claiming due rows for sending, recording results, expiry, and crash
-//! recovery. The hot path uses multi-row statements: one `UPDATE … WHERE id IN (SELECT …
-//! LIMIT n) RETURNING` per (run, channel) to claim, and one `UPDATE … FROM (VALUES …)` per
-//! chunk of results to record, each batch inside one write transaction.
+//! recovery. The hot path uses multi-row statements, each batch inside one write
+//! transaction: per (run, channel) one `SELECT` of the due rows as a JSON array and one
+//! `UPDATE … WHERE id IN (json_each(?))` to claim; one `UPDATE … FROM (VALUES …)` per
+//! chunk of results to record. Statements the hot path repeats keep one text (a JSON
+//! parameter, or a chunk padded to full size), so sqlx keeps them prepared.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sqlx::sqlite::SqliteArguments;
-use sqlx::{Arguments, AssertSqlSafe, Row};
+use sqlx::{Arguments, AssertSqlSafe};
 
 use super::contacts::ContactRecord;
 use super::{Store, StoreError};
@@ -138,8 +140,8 @@ pub struct Housekeeping {
     pub finished_runs: Vec<i64>,
 }
 
-/// Rows per multi-row statement. 8 values per recorded row × 1,000 stays far below
-/// SQLite's 32,766 variables.
+/// Rows per multi-row statement of results. 6 values per recorded row × 1,000 stays far
+/// below SQLite's 32,766 variables.
 const CHUNK: usize = 1000;
 
 fn add<'q, T>(args: &mut SqliteArguments, value: T) -> Result<(), sqlx::Error>
@@ -149,8 +151,222 @@ where
     args.add(value).map_err(sqlx::Error::Encode)
 }
 
-fn question_marks(n: usize) -> String {
-    vec!["?"; n].join(",")
+/// A claimed row as [`claim_slot`]'s JSON carries it: id, run, contact_pk, contact_id,
+/// channel, address, attempts (already counting this one), idempotency key.
+type ClaimedJson = (
+    i64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    String,
+);
+
+/// Claims up to `slot.limit` due rows of one (run, channel) inside the caller's write
+/// transaction: they become `sending` with `attempts + 1`.
+///
+/// Two fixed statements, both kept prepared: a SELECT that returns the rows as one JSON
+/// array, then an UPDATE of the ids bound as one JSON array. sqlx hands a result over row
+/// by row, each a hand-off between threads: for these 8 columns the SELECT cost 1.7–3.6 µs
+/// a row that way and 0.5 µs as one JSON value; with the UPDATE, 2.7 µs a row against 7.3
+/// for the `UPDATE … RETURNING` this replaces (1,000-row claims). The rows cannot change
+/// in between: the transaction holds the single writer.
+async fn claim_slot(
+    tx: &mut sqlx::SqliteConnection,
+    slot: &ClaimSlot,
+    now: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let json: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(id, run_id, contact_pk, contact_id, channel, \
+         address, attempts + 1, idempotency_key)) FROM (SELECT * FROM deliveries \
+         WHERE run_id = ?2 AND channel = ?3 AND status IN ('pending', 'retry') \
+         AND next_attempt_at <= ?1 \
+         AND EXISTS (SELECT 1 FROM runs WHERE id = ?2 AND status = 'running') \
+         ORDER BY next_attempt_at, id LIMIT ?4)",
+    )
+    .bind(now)
+    .bind(slot.run)
+    .bind(&slot.channel)
+    .bind(i64::from(slot.limit))
+    .fetch_one(&mut *tx)
+    .await?;
+    let rows: Vec<ClaimedJson> = serde_json::from_str(&json).map_err(|e| {
+        StoreError::Sql(sqlx::Error::ColumnDecode {
+            index: "claimed deliveries".to_string(),
+            source: Box::new(e),
+        })
+    })?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let n = sqlx::query(
+        "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, updated_at = ?1 \
+         WHERE id IN (SELECT value FROM json_each(?2))",
+    )
+    .bind(now)
+    .bind(json_ids(&ids))
+    .execute(&mut *tx)
+    .await?;
+    debug_assert_eq!(n.rows_affected(), ids.len() as u64);
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, run, contact_pk, contact_id, channel, address, attempts, idempotency_key)| {
+                Claimed {
+                    id,
+                    run,
+                    contact_pk,
+                    contact_id,
+                    channel: channel.unwrap_or_default(),
+                    address: address.unwrap_or_default(),
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    idempotency_key,
+                }
+            },
+        )
+        .collect())
+}
+
+/// `[1,2,3]`: row keys bound as one parameter, read back with `json_each`.
+fn json_ids(ids: &[i64]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(ids.len() * 8 + 2);
+    out.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{id}");
+    }
+    out.push(']');
+    out
+}
+
+/// How many rows a multi-row statement for `n` rows is written for. More than half a
+/// [`CHUNK`] is padded to a whole one (rows that match nothing), so that a batch's
+/// statement is nearly always the same text and stays prepared: parsing a new one costs
+/// about 1 µs a row (6,000 parameters' worth of SQL). Smaller ones are prepared once and
+/// dropped; padding them would cost more than it saves.
+fn rows_for(n: usize) -> usize {
+    if n > CHUNK / 2 { CHUNK } else { n }
+}
+
+/// A plain success: `sent`, with at most the provider's id to write.
+fn is_plain_sent(r: &Recorded) -> bool {
+    r.status == DeliveryStatus::Sent
+        && r.reason.is_none()
+        && r.next_attempt_at.is_none()
+        && r.attempts_delta == 0
+}
+
+/// Writes up to [`CHUNK`] plain successes ([`is_plain_sent`], most of any batch) with one
+/// `UPDATE … FROM (VALUES (id, provider id), …)`: two values a row instead of the six of
+/// [`record_chunk`], and no per-row cases.
+async fn record_sent_chunk(
+    tx: &mut sqlx::SqliteConnection,
+    chunk: &[&Recorded],
+    now: i64,
+) -> Result<(), StoreError> {
+    static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let rows = rows_for(chunk.len());
+    let sql = |rows| {
+        let values = vec!["(?,?)"; rows].join(",");
+        format!(
+            "UPDATE deliveries SET status = 'sent', reason = NULL, next_attempt_at = NULL, \
+             provider_message_id = coalesce(v.column2, provider_message_id), \
+             sent_at = ?, updated_at = ? \
+             FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1"
+        )
+    };
+    let sql = if rows == CHUNK {
+        FULL.get_or_init(|| sql(CHUNK)).clone()
+    } else {
+        sql(rows)
+    };
+    let mut args = SqliteArguments::default();
+    add(&mut args, now)?;
+    add(&mut args, now)?;
+    for r in chunk {
+        add(&mut args, r.id)?;
+        add(&mut args, r.provider_message_id.clone())?;
+    }
+    for _ in chunk.len()..rows {
+        add(&mut args, None::<i64>)?;
+        add(&mut args, None::<String>)?;
+    }
+    let n = sqlx::query_with(AssertSqlSafe(sql), args)
+        .persistent(rows == CHUNK)
+        .execute(&mut *tx)
+        .await?;
+    debug_assert_eq!(n.rows_affected(), chunk.len() as u64);
+    Ok(())
+}
+
+/// Writes up to [`CHUNK`] results of any kind with one `UPDATE … FROM (VALUES …)`.
+async fn record_chunk(
+    tx: &mut sqlx::SqliteConnection,
+    chunk: &[&Recorded],
+    now: i64,
+) -> Result<(), StoreError> {
+    static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let rows = rows_for(chunk.len());
+    let sql = if rows == CHUNK {
+        FULL.get_or_init(|| record_sql(CHUNK)).clone()
+    } else {
+        record_sql(rows)
+    };
+    let mut args = SqliteArguments::default();
+    add(&mut args, now)?;
+    add(&mut args, now)?;
+    for r in chunk {
+        add(&mut args, r.id)?;
+        add(&mut args, r.status.as_str())?;
+        add(&mut args, r.reason.clone())?;
+        add(&mut args, r.next_attempt_at)?;
+        add(&mut args, r.provider_message_id.clone())?;
+        add(&mut args, r.attempts_delta)?;
+    }
+    for _ in chunk.len()..rows {
+        add(&mut args, None::<i64>)?;
+        add(&mut args, None::<String>)?;
+        add(&mut args, None::<String>)?;
+        add(&mut args, None::<i64>)?;
+        add(&mut args, None::<String>)?;
+        add(&mut args, None::<i64>)?;
+    }
+    let n = sqlx::query_with(AssertSqlSafe(sql), args)
+        .persistent(rows == CHUNK)
+        .execute(&mut *tx)
+        .await?;
+    debug_assert_eq!(n.rows_affected(), chunk.len() as u64);
+    Ok(())
+}
+
+/// The UPDATE of [`record_chunk`] for `rows` results (a padding row's id is NULL, which
+/// matches no delivery). A `retry` or `pending` row of a run cancelled meanwhile becomes
+/// `cancelled`.
+fn record_sql(rows: usize) -> String {
+    let values = vec!["(?,?,?,?,?,?)"; rows].join(",");
+    // Only plain `?` here: sqlx numbers anonymous parameters by their own count, so mixing
+    // them with `?1` would bind the wrong values.
+    format!(
+        "UPDATE deliveries SET \
+         status = CASE WHEN v.column2 IN ('pending', 'retry') AND \
+           (SELECT r.status FROM runs r WHERE r.id = deliveries.run_id) = 'cancelled' \
+           THEN 'cancelled' ELSE v.column2 END, \
+         reason = CASE WHEN v.column2 IN ('pending', 'retry') AND \
+           (SELECT r.status FROM runs r WHERE r.id = deliveries.run_id) = 'cancelled' \
+           THEN 'run cancelled' ELSE v.column3 END, \
+         next_attempt_at = v.column4, \
+         provider_message_id = coalesce(v.column5, provider_message_id), \
+         attempts = attempts + v.column6, \
+         sent_at = CASE WHEN v.column2 = 'sent' THEN ? ELSE sent_at END, \
+         updated_at = ? \
+         FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1"
+    )
 }
 
 impl Store {
@@ -190,33 +406,8 @@ impl Store {
         super::webhooks::enqueue_runs_finished(&mut tx, &housekeeping.finished_runs, now).await?;
         let mut claimed = Vec::new();
         for slot in slots.iter().filter(|s| s.limit > 0) {
-            let rows = sqlx::query(
-                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, updated_at = ?1 \
-                 WHERE id IN (SELECT id FROM deliveries WHERE run_id = ?2 AND channel = ?3 \
-                 AND status IN ('pending', 'retry') AND next_attempt_at <= ?1 \
-                 AND EXISTS (SELECT 1 FROM runs WHERE id = ?2 AND status = 'running') \
-                 ORDER BY next_attempt_at, id LIMIT ?4) \
-                 RETURNING id, run_id, contact_pk, contact_id, channel, address, attempts, \
-                 idempotency_key",
-            )
-            .bind(now)
-            .bind(slot.run)
-            .bind(&slot.channel)
-            .bind(i64::from(slot.limit))
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                claimed.push(Claimed {
-                    id: row.try_get(0)?,
-                    run: row.try_get(1)?,
-                    contact_pk: row.try_get(2)?,
-                    contact_id: row.try_get(3)?,
-                    channel: row.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
-                    address: row.try_get::<Option<String>, _>(5)?.unwrap_or_default(),
-                    attempts: u32::try_from(row.try_get::<i64, _>(6)?).unwrap_or(u32::MAX),
-                    idempotency_key: row.try_get(7)?,
-                });
-            }
+            let rows = claim_slot(&mut tx, slot, now).await?;
+            claimed.extend(rows);
         }
         tx.commit().await?;
         claimed.sort_by_key(|c| c.id);
@@ -228,24 +419,20 @@ impl Store {
         &self,
         pks: &[i64],
     ) -> Result<BTreeMap<i64, ContactRecord>, StoreError> {
-        let mut out = BTreeMap::new();
         let mut unique: Vec<i64> = pks.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        for chunk in unique.chunks(CHUNK) {
-            let source = format!(
-                "SELECT * FROM contacts WHERE pk IN ({})",
-                question_marks(chunk.len())
-            );
-            let binds = chunk
-                .iter()
-                .map(|pk| super::contacts::Bound::Int(*pk))
-                .collect();
-            for record in super::contacts::fetch_contacts(self.reader(), &source, binds).await? {
-                out.insert(record.pk, record);
-            }
-        }
-        Ok(out)
+        // The keys as one JSON parameter: one statement text for any number of them, kept
+        // prepared, and one value to bind instead of a thousand.
+        let source = "SELECT * FROM contacts WHERE pk IN (SELECT value FROM json_each(?))";
+        let binds = vec![super::contacts::Bound::Text(json_ids(&unique))];
+        Ok(
+            super::contacts::fetch_contacts(self.reader(), source, binds)
+                .await?
+                .into_iter()
+                .map(|record| (record.pk, record))
+                .collect(),
+        )
     }
 
     /// How many deliveries (any campaign) each of these contacts was sent at or after
@@ -256,34 +443,36 @@ impl Store {
         pks: &[i64],
         since_ms: i64,
     ) -> Result<BTreeMap<i64, u32>, StoreError> {
-        let mut out = BTreeMap::new();
         let mut unique: Vec<i64> = pks.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        for chunk in unique.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT contact_pk, count(*) FROM deliveries WHERE contact_pk IN ({}) \
-                 AND (sent_at >= ? OR status = 'sending') GROUP BY contact_pk",
-                question_marks(chunk.len())
-            );
-            let mut args = SqliteArguments::default();
-            for pk in chunk {
-                add(&mut args, *pk)?;
-            }
-            add(&mut args, since_ms)?;
-            let rows: Vec<(i64, i64)> = sqlx::query_as_with(AssertSqlSafe(sql), args)
-                .persistent(false)
-                .fetch_all(self.reader())
-                .await?;
-            for (pk, n) in rows {
-                out.insert(pk, u32::try_from(n).unwrap_or(u32::MAX));
-            }
-        }
-        Ok(out)
+        // Two ranges counted apart, each with an index: sends since `since_ms` by contact
+        // (deliveries_by_contact), and rows being sent by run (deliveries_by_run; only the
+        // rows in flight). One `sent_at >= ? OR status = 'sending'` test read the whole
+        // table for every batch.
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT contact_pk, count(*) FROM ( \
+               SELECT contact_pk FROM deliveries \
+               WHERE contact_pk IN (SELECT value FROM json_each(?1)) AND sent_at >= ?2 \
+               UNION ALL \
+               SELECT contact_pk FROM deliveries \
+               WHERE run_id IN (SELECT id FROM runs) AND status = 'sending' \
+               AND contact_pk IN (SELECT value FROM json_each(?1)) \
+               AND (sent_at IS NULL OR sent_at < ?2) \
+             ) GROUP BY contact_pk",
+        )
+        .bind(json_ids(&unique))
+        .bind(since_ms)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(pk, n)| (pk, u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect())
     }
 
     /// Records a batch of results in one write transaction: one `UPDATE … FROM (VALUES …)`
-    /// per 1,000 rows; then, for `sent` rows, the contacts' `last_outbound_at` per medium,
+    /// per 1,000 rows (plain successes and the others apart); then, for `sent` rows, the contacts' `last_outbound_at` per medium,
     /// and for provider opt-outs, the contacts' opt-out (source `provider`).
     pub async fn record(
         &self,
@@ -295,41 +484,13 @@ impl Store {
         }
         let now = now.as_millisecond();
         let mut tx = self.begin_write().await?;
-        for chunk in results.chunks(CHUNK) {
-            let values = vec!["(?,?,?,?,?,?)"; chunk.len()].join(",");
-            let sql = format!(
-                "UPDATE deliveries SET \
-                 status = CASE WHEN v.column2 IN ('pending', 'retry') AND \
-                   (SELECT r.status FROM runs r WHERE r.id = deliveries.run_id) = 'cancelled' \
-                   THEN 'cancelled' ELSE v.column2 END, \
-                 reason = CASE WHEN v.column2 IN ('pending', 'retry') AND \
-                   (SELECT r.status FROM runs r WHERE r.id = deliveries.run_id) = 'cancelled' \
-                   THEN 'run cancelled' ELSE v.column3 END, \
-                 next_attempt_at = v.column4, \
-                 provider_message_id = coalesce(v.column5, provider_message_id), \
-                 attempts = attempts + v.column6, \
-                 sent_at = CASE WHEN v.column2 = 'sent' THEN ? ELSE sent_at END, \
-                 updated_at = ? \
-                 FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1"
-            );
-            let mut args = SqliteArguments::default();
-            add(&mut args, now)?;
-            add(&mut args, now)?;
-            for r in chunk {
-                add(&mut args, r.id)?;
-                add(&mut args, r.status.as_str())?;
-                add(&mut args, r.reason.clone())?;
-                add(&mut args, r.next_attempt_at)?;
-                add(&mut args, r.provider_message_id.clone())?;
-                add(&mut args, r.attempts_delta)?;
-            }
-            // Only plain `?` here: sqlx numbers anonymous parameters by their own count,
-            // so mixing them with `?1` would bind the wrong values.
-            let n = sqlx::query_with(AssertSqlSafe(sql), args)
-                .persistent(false)
-                .execute(&mut *tx)
-                .await?;
-            debug_assert_eq!(n.rows_affected(), chunk.len() as u64);
+        let (sent, other): (Vec<&Recorded>, Vec<&Recorded>) =
+            results.iter().partition(|r| is_plain_sent(r));
+        for chunk in sent.chunks(CHUNK) {
+            record_sent_chunk(&mut tx, chunk, now).await?;
+        }
+        for chunk in other.chunks(CHUNK) {
+            record_chunk(&mut tx, chunk, now).await?;
         }
         for medium in Medium::ALL {
             let sent: Vec<i64> = results
@@ -337,48 +498,37 @@ impl Store {
                 .filter(|r| r.medium == medium && r.status == DeliveryStatus::Sent)
                 .map(|r| r.contact_pk)
                 .collect();
-            for chunk in sent.chunks(CHUNK) {
-                let sql = format!(
+            if !sent.is_empty() {
+                sqlx::query(
                     "INSERT INTO contact_media (contact_pk, medium, last_outbound_at) \
-                     SELECT pk, ?, ? FROM contacts WHERE pk IN ({}) \
+                     SELECT pk, ?1, ?2 FROM contacts WHERE pk IN (SELECT value FROM json_each(?3)) \
                      ON CONFLICT (contact_pk, medium) DO UPDATE SET \
                      last_outbound_at = max(coalesce(last_outbound_at, 0), excluded.last_outbound_at)",
-                    question_marks(chunk.len())
-                );
-                let mut args = SqliteArguments::default();
-                add(&mut args, medium.as_str())?;
-                add(&mut args, now)?;
-                for pk in chunk {
-                    add(&mut args, *pk)?;
-                }
-                sqlx::query_with(AssertSqlSafe(sql), args)
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await?;
+                )
+                .bind(medium.as_str())
+                .bind(now)
+                .bind(json_ids(&sent))
+                .execute(&mut *tx)
+                .await?;
             }
             let opted_out: Vec<i64> = results
                 .iter()
                 .filter(|r| r.medium == medium && r.opt_out)
                 .map(|r| r.contact_pk)
                 .collect();
-            for chunk in opted_out.chunks(CHUNK) {
-                let sql = format!(
+            if !opted_out.is_empty() {
+                sqlx::query(
                     "INSERT INTO contact_media (contact_pk, medium, opted_out_at, opted_out_source) \
-                     SELECT pk, ?, ?, 'provider' FROM contacts WHERE pk IN ({}) \
+                     SELECT pk, ?1, ?2, 'provider' FROM contacts \
+                     WHERE pk IN (SELECT value FROM json_each(?3)) \
                      ON CONFLICT (contact_pk, medium) DO UPDATE SET \
                      opted_out_at = excluded.opted_out_at, opted_out_source = 'provider'",
-                    question_marks(chunk.len())
-                );
-                let mut args = SqliteArguments::default();
-                add(&mut args, medium.as_str())?;
-                add(&mut args, now)?;
-                for pk in chunk {
-                    add(&mut args, *pk)?;
-                }
-                sqlx::query_with(AssertSqlSafe(sql), args)
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await?;
+                )
+                .bind(medium.as_str())
+                .bind(now)
+                .bind(json_ids(&opted_out))
+                .execute(&mut *tx)
+                .await?;
             }
         }
         super::webhooks::enqueue_recorded(&mut tx, results, now).await?;

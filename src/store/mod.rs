@@ -36,6 +36,9 @@ use sqlx::{SqlSafeStr, Sqlite, Transaction};
 /// The store's file when neither `--db` nor `HERALD_DB` names one.
 pub const DEFAULT_PATH: &str = "herald.db";
 
+/// Rows sqlx may buffer between its SQLite thread and the caller: one batch's worth.
+const ROW_BUFFER: usize = 1024;
+
 /// The migrations, in order. Append only: a released migration never changes (sqlx checks
 /// each applied one's checksum and refuses a database whose history differs).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -123,7 +126,12 @@ impl Store {
             .pragma("temp_store", "memory")
             // 8 MiB per connection: five connections must fit in the daemon's 100 MB budget;
             // reads of a large table are served by the OS page cache anyway.
-            .pragma("cache_size", "-8192");
+            .pragma("cache_size", "-8192")
+            // sqlx hands rows from its SQLite thread to the caller through a bounded channel
+            // (50 by default): a 1,000-row result then stops the thread some 20 times to
+            // wait for the caller, each a cross-thread wake-up. With room for a whole batch
+            // a 1,000-row `UPDATE … RETURNING` measured 4.3 µs a row instead of 7.5.
+            .row_buffer_size(ROW_BUFFER);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
