@@ -218,6 +218,26 @@ impl Channel {
     }
 }
 
+/// The HTTP client of a provider channel: its timeout for the whole request and for the
+/// connection (`connect` at most), redirects never followed (a redirect would re-send the
+/// credentials elsewhere), herald's user agent. The error names the channel, not a URL.
+pub(crate) fn http_client(
+    name: &str,
+    timeout: std::time::Duration,
+    connect: std::time::Duration,
+) -> Result<reqwest::Client, ChannelError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ChannelError::HttpClient {
+            channel: name.to_string(),
+            reason: e.without_url().to_string(),
+        })
+}
+
 /// Builds the channel `name` from its spec, resolving its secrets. Provider types that
 /// have no module yet are refused with [`ChannelError::NotAvailable`]. Does no network I/O;
 /// the outbox opens (and creates) its file.

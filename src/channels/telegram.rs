@@ -127,16 +127,7 @@ impl TelegramChannel {
         }
         let api = Url::parse(&format!("{base}/bot{token}/"))
             .map_err(|_| invalid("base_url", "cannot be joined with the bot token".into()))?;
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ChannelError::HttpClient {
-                channel: name.to_string(),
-                reason: e.without_url().to_string(),
-            })?;
+        let client = super::http_client(name, TIMEOUT, TIMEOUT)?;
         Ok(TelegramChannel {
             name: name.to_string(),
             api,

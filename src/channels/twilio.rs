@@ -207,16 +207,7 @@ impl TwilioChannel {
                 Some(callback)
             }
         };
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ChannelError::HttpClient {
-                channel: name.to_string(),
-                reason: e.without_url().to_string(),
-            })?;
+        let client = super::http_client(name, TIMEOUT, TIMEOUT)?;
         Ok(TwilioChannel {
             name: name.to_string(),
             medium,

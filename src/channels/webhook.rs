@@ -223,16 +223,7 @@ impl WebhookChannel {
             ),
             None => None,
         };
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(DEFAULT_TIMEOUT))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ChannelError::HttpClient {
-                channel: name.to_string(),
-                reason: e.without_url().to_string(),
-            })?;
+        let client = super::http_client(name, config.timeout, config.timeout.min(DEFAULT_TIMEOUT))?;
         Ok(WebhookChannel {
             name: name.to_string(),
             medium,

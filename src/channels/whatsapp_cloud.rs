@@ -153,16 +153,7 @@ impl WhatsappCloudChannel {
                 format!("must be http:// or https://, not {}://", url.scheme()),
             ));
         }
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ChannelError::HttpClient {
-                channel: name.to_string(),
-                reason: e.without_url().to_string(),
-            })?;
+        let client = super::http_client(name, TIMEOUT, TIMEOUT)?;
         Ok(WhatsappCloudChannel {
             name: name.to_string(),
             url,

@@ -320,26 +320,16 @@ async fn whatsapp_inbound(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let inbound_channel = InboundChannel::from_spec(channel, spec)
         .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))?;
-    let secret = spec
-        .whatsapp_cloud
-        .as_ref()
-        .and_then(|w| w.value.app_secret.as_ref())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "channel `{channel}` has no `whatsapp_cloud.app_secret`: notifications need it to check their signatures"
-                ),
-            )
-        })?;
-    let secret = SecretResolver::new(&state.dir)
-        .resolve(secret)
-        .map_err(|e| {
-            ApiError::unavailable(format!(
-                "the app secret of channel `{channel}` cannot be resolved: {e}"
-            ))
-        })?;
+    let secret = required_secret(
+        state,
+        channel,
+        "whatsapp_cloud.app_secret",
+        spec.whatsapp_cloud
+            .as_ref()
+            .and_then(|s| s.value.app_secret.as_ref()),
+        "notifications need it to check their signatures",
+        "app secret",
+    )?;
     let signature = headers
         .get(whatsapp_cloud::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -499,26 +489,16 @@ async fn telegram_inbound(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let inbound_channel = InboundChannel::from_spec(channel, spec)
         .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))?;
-    let secret = spec
-        .telegram
-        .as_ref()
-        .and_then(|t| t.value.webhook_secret.as_ref())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "channel `{channel}` has no `telegram.webhook_secret`: inbound updates need one to be checked"
-                ),
-            )
-        })?;
-    let secret = SecretResolver::new(&state.dir)
-        .resolve(secret)
-        .map_err(|e| {
-            ApiError::unavailable(format!(
-                "the webhook secret of channel `{channel}` cannot be resolved: {e}"
-            ))
-        })?;
+    let secret = required_secret(
+        state,
+        channel,
+        "telegram.webhook_secret",
+        spec.telegram
+            .as_ref()
+            .and_then(|s| s.value.webhook_secret.as_ref()),
+        "inbound updates need one to be checked",
+        "webhook secret",
+    )?;
     let given = headers
         .get(telegram::SECRET_TOKEN_HEADER)
         .ok_or_else(|| signature_error("the X-Telegram-Bot-Api-Secret-Token header is missing"))?;
@@ -588,26 +568,14 @@ fn webhook_key(
         )
     };
     let inbound_channel = InboundChannel::from_spec(name, spec).ok_or_else(not_found)?;
-    let secret = spec
-        .webhook
-        .as_ref()
-        .and_then(|w| w.value.secret.as_ref())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "channel `{name}` has no `webhook.secret`: inbound callbacks need one to check their signatures"
-                ),
-            )
-        })?;
-    let secret = SecretResolver::new(&state.dir)
-        .resolve(secret)
-        .map_err(|e| {
-            ApiError::unavailable(format!(
-                "the secret of channel `{name}` cannot be resolved: {e}"
-            ))
-        })?;
+    let secret = required_secret(
+        state,
+        name,
+        "webhook.secret",
+        spec.webhook.as_ref().and_then(|s| s.value.secret.as_ref()),
+        "inbound callbacks need one to check their signatures",
+        "secret",
+    )?;
     let key = SigningKey::from_secret(secret.expose()).map_err(|e| {
         ApiError::unavailable(format!(
             "the secret of channel `{name}` cannot be used: {e}"
@@ -648,4 +616,31 @@ async fn start_follow_ups(state: &AppState, follow_ups: &[logic::FollowUp]) -> V
         });
     }
     out
+}
+
+/// The resolved value of a channel's inbound credential `setting` (e.g.
+/// `telegram.webhook_secret`): 403 when the channel has none (`need` says why it is
+/// needed), 503 when it is set but cannot be resolved (`what` names it in the message).
+fn required_secret(
+    state: &AppState,
+    channel: &str,
+    setting: &str,
+    secret: Option<&crate::spec::values::Secret>,
+    need: &str,
+    what: &str,
+) -> Result<crate::secrets::SecretString, ApiError> {
+    let secret = secret.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("channel `{channel}` has no `{setting}`: {need}"),
+        )
+    })?;
+    SecretResolver::new(&state.dir)
+        .resolve(secret)
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "the {what} of channel `{channel}` cannot be resolved: {e}"
+            ))
+        })
 }
