@@ -462,9 +462,20 @@ async fn an_operator_pauses_resumes_and_cancels_a_run_and_wrong_transitions_conf
     assert_eq!(paused["estimated_finish"], Value::Null);
     let (_, status_view) = site.get("/v1/status").await;
     assert_eq!(status_view["active_runs"], 1);
-    // A paused run sends nothing (what was in flight at the pause settles first).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, first) = site.get(&format!("/v1/runs/{id}")).await;
+    // A paused run sends nothing (what was in flight at the pause settles first: rows
+    // claimed before it still wait for the campaign's rate, longer on a loaded machine).
+    let settling = Instant::now();
+    let first = loop {
+        let (_, run) = site.get(&format!("/v1/runs/{id}")).await;
+        if run["counts"]["sending"] == 0 {
+            break run;
+        }
+        assert!(
+            settling.elapsed() < Duration::from_secs(20),
+            "the sends in flight at the pause never settled: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, second) = site.get(&format!("/v1/runs/{id}")).await;
     assert_eq!(first["done"], second["done"], "{first}\n{second}");
