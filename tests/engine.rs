@@ -1132,6 +1132,7 @@ async fn runs_of_two_campaigns_share_a_rate_limited_channel_evenly_and_shutdown_
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let engine = ws.engine.clone();
+    let sending_since = Instant::now();
     let task = tokio::spawn(async move {
         engine
             .run(async {
@@ -1142,10 +1143,17 @@ async fn runs_of_two_campaigns_share_a_rate_limited_channel_evenly_and_shutdown_
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
+    // Shutdown finishes the sends already claimed, at the channel's rate: on a loaded
+    // machine that takes a while, so the bound is over the whole time sends could leave.
+    let span = sending_since.elapsed().as_secs_f64();
     let hits = rx.hits();
     let by_campaign = |name: &str| hits.iter().filter(|h| h.body["campaign"] == name).count();
     let (a, b) = (by_campaign("promo"), by_campaign("promo-two"));
-    assert!(a + b <= 20 * 2 + 1, "{a} + {b}: over the channel's rate");
+    let bound = (20.0 * span).ceil() as usize + 1;
+    assert!(
+        a + b <= bound,
+        "{a} + {b} in {span:.2} s: over the channel's rate"
+    );
     assert!(a >= 8 && b >= 8, "{a} and {b}: one run starved the other");
     assert!(a.abs_diff(b) <= 6, "{a} vs {b}");
     let sending: i64 =
