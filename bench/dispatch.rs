@@ -396,6 +396,7 @@ fn typical_request(url: &str) -> (Vec<u8>, String) {
         to: "+51900123456".into(),
         content: Content::Sms(SmsMessage {
             text: "Hola Contact 123456: 30% OFF hoy. STOP para salir".into(),
+            media_url: None,
         }),
         test: false,
     };

@@ -182,9 +182,9 @@ pub async fn serve(
         import_contacts(&store, csv, clock.now()).await?;
     }
     // The HTTP control routes need the engine itself; a substitute (tests) leaves them 503.
-    let engine = runs
-        .is_none()
-        .then(|| Engine::new(store.clone(), dir.clone(), clock.clone()));
+    let engine = runs.is_none().then(|| {
+        Engine::new(store.clone(), dir.clone(), clock.clone()).with_public_url(public_url.clone())
+    });
     let runs: Arc<dyn Runs> = match (&engine, runs) {
         (Some(engine), _) => Arc::new(engine.clone()),
         (None, Some(runs)) => runs,

@@ -49,6 +49,9 @@ impl Content {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SmsMessage {
     pub text: String,
+    /// MMS: the media sent with the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

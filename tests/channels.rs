@@ -166,6 +166,7 @@ fn sms(delivery_id: i64) -> OutboundMessage {
         to: "+51987654321".into(),
         content: Content::Sms(SmsMessage {
             text: "Hola Ana: 30% OFF. STOP para salir".into(),
+            media_url: None,
         }),
         test: false,
     }
@@ -673,6 +674,7 @@ async fn the_outbox_writes_concurrent_sends_as_whole_lines_made_durable_by_flush
             // Long enough lines that a torn or interleaved write would show.
             message.content = Content::Sms(SmsMessage {
                 text: format!("{n}:{}", "x".repeat(2_000)),
+                media_url: None,
             });
             channel.send(&message).await
         }));

@@ -2,8 +2,13 @@
 //! not contain: aiosmtpd (PyPI), started here with a small handler that requires AUTH,
 //! writes each message it receives (raw bytes) into a directory, answers `550` for one
 //! recipient and `451` once for another. Then the List-Unsubscribe one-click URL is posted
-//! back to herald. Plain SMTP (`tls: none`): the test server has no certificate a client
-//! would trust, and the channel has no setting to trust one.
+//! back to herald.
+//!
+//! The same server runs in plain text (`tls: none`, for the message and reply tests), with
+//! STARTTLS required before AUTH and MAIL, or with implicit TLS. For TLS each test makes a
+//! private CA and a server certificate it signed for 127.0.0.1 (rcgen); herald trusts the
+//! CA through the channel's `ca_file`, as a user with a private relay would, and the
+//! handler records the TLS version of each session so the tests can tell it was encrypted.
 //!
 //! Skips with a note when python3 or aiosmtpd is missing, unless CI=true (then fails).
 
@@ -24,15 +29,27 @@ const UNSUBSCRIBE_SECRET: &str = "unsub-key-abcdefghijklmnop";
 /// The channel's `public_url`: a proxy's address in production; the test rewrites it to the
 /// server's own address before posting.
 const PUBLIC_URL: &str = "https://herald.example";
+/// `serve --public-url`, for a channel without its own (the trailing slash is not doubled).
+const DAEMON_PUBLIC_URL: &str = "https://hooks.herald.example/";
+/// The contacts of the tests that send one message.
+const ONE_CONTACT: &str = "id,name,email\nc-1,Ana,ana@example.com\n";
 
-/// The aiosmtpd handler: AUTH required (plain text allowed), `550` for bounce@, `451` for
-/// the first attempt to later@, every accepted message written as NNN-RCPT.eml.
+/// The aiosmtpd handler: AUTH required, `550` for bounce@, `451` for the first attempt to
+/// later@, every accepted message written as NNN-RCPT.eml with NNN-RCPT.tls beside it
+/// (how the session was encrypted). The mode argument picks the transport: `plain`,
+/// `starttls` (STARTTLS required before AUTH and MAIL) or `implicit` (TLS from the first
+/// byte); the TLS modes serve the certificate and key given after it.
 const HANDLER: &str = r#"
-import os, sys
+import os, ssl, sys
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-outdir, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+outdir, port, user, password, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+
+def write(name, data):
+    with open(name + ".tmp", "wb") as f:
+        f.write(data)
+    os.rename(name + ".tmp", name)
 
 class Handler:
     def __init__(self):
@@ -50,10 +67,12 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
-        name = os.path.join(outdir, "%03d-%s.eml" % (self.count, envelope.rcpt_tos[0]))
-        with open(name + ".tmp", "wb") as f:
-            f.write(envelope.original_content or envelope.content)
-        os.rename(name + ".tmp", name)
+        name = os.path.join(outdir, "%03d-%s" % (self.count, envelope.rcpt_tos[0]))
+        # session.ssl is set by STARTTLS only; the transport knows implicit TLS too.
+        tls = server.transport.get_extra_info("ssl_object")
+        how = "starttls" if session.ssl is not None else ("implicit" if tls else "plain")
+        write(name + ".tls", ("%s %s" % (how, tls.version() if tls else "none")).encode())
+        write(name + ".eml", envelope.original_content or envelope.content)
         return "250 2.0.0 accepted"
 
 def authenticate(server, session, envelope, mechanism, auth_data):
@@ -61,20 +80,88 @@ def authenticate(server, session, envelope, mechanism, auth_data):
           and auth_data.login == user.encode() and auth_data.password == password.encode())
     return AuthResult(success=ok)
 
-controller = Controller(Handler(), hostname="127.0.0.1", port=port,
-                        authenticator=authenticate, auth_required=True,
-                        auth_require_tls=False)
+options = dict(authenticator=authenticate, auth_required=True, ready_timeout=60)
+if mode == "plain":
+    options.update(auth_require_tls=False)
+else:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[6], sys.argv[7])
+    if mode == "starttls":
+        options.update(tls_context=context, require_starttls=True, auth_require_tls=True)
+    else:
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; here every byte is TLS already.
+        options.update(ssl_context=context, auth_require_tls=False)
+
+controller = Controller(Handler(), hostname="127.0.0.1", port=port, **options)
 controller.start()
 print("ready", flush=True)
 sys.stdin.read()
 controller.stop()
 "#;
 
+/// How the test server speaks: the handler's mode argument.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Plain,
+    /// STARTTLS, required before AUTH and MAIL.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Starttls => "starttls",
+            Mode::Implicit => "implicit",
+        }
+    }
+}
+
+/// A private CA and a server certificate it signed for 127.0.0.1 (an IP address SAN: herald
+/// connects to the address) and localhost, written to `dir` as ca.pem (what herald may
+/// trust), server.pem and server.key (what aiosmtpd serves). Returns ca.pem's path.
+fn certificates(dir: &Path) -> PathBuf {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "herald test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(Vec::<String>::new()).unwrap();
+    server.subject_alt_names = vec![
+        SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+        SanType::DnsName("localhost".try_into().unwrap()),
+    ];
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.use_authority_key_identifier_extension = true;
+    let server_pem = server.signed_by(&server_key, &issuer).unwrap().pem();
+
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    std::fs::write(dir.join("server.pem"), server_pem).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    dir.join("ca.pem")
+}
+
 /// aiosmtpd as a child process; killed on drop.
 struct SmtpServer {
     child: Child,
     port: u16,
     inbox: PathBuf,
+    /// The CA that signed the server's certificate (TLS modes).
+    ca: Option<PathBuf>,
 }
 
 impl Drop for SmtpServer {
@@ -94,8 +181,9 @@ fn aiosmtpd_available() -> bool {
 }
 
 impl SmtpServer {
-    /// Starts aiosmtpd, or `None` (with a note) when it is not installed outside CI.
-    fn start(scratch: &Path) -> Option<SmtpServer> {
+    /// Starts aiosmtpd in `mode` (TLS modes with fresh certificates in `scratch`), or `None`
+    /// (with a note) when it is not installed outside CI.
+    fn start(scratch: &Path, mode: Mode) -> Option<SmtpServer> {
         if !aiosmtpd_available() {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("aiosmtpd is not installed (python3 -m pip install aiosmtpd)");
@@ -111,11 +199,19 @@ impl SmtpServer {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
-        let mut child = Command::new("python3")
+        let ca = (mode != Mode::Plain).then(|| certificates(scratch));
+        let mut command = Command::new("python3");
+        command
             .arg(&script)
             .arg(&inbox)
             .arg(port.to_string())
-            .args([USER, PASSWORD])
+            .args([USER, PASSWORD, mode.arg()]);
+        if ca.is_some() {
+            command
+                .arg(scratch.join("server.pem"))
+                .arg(scratch.join("server.key"));
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -128,20 +224,36 @@ impl SmtpServer {
         )
         .unwrap();
         assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
-        Some(SmtpServer { child, port, inbox })
+        Some(SmtpServer {
+            child,
+            port,
+            inbox,
+            ca,
+        })
     }
 
     /// The raw messages received for `rcpt`.
     fn received_for(&self, rcpt: &str) -> Vec<String> {
+        self.files_for(rcpt, "eml")
+    }
+
+    /// How the session of each message received for `rcpt` was encrypted, e.g.
+    /// `starttls TLSv1.3`, `implicit TLSv1.3` or `plain none`.
+    fn tls_for(&self, rcpt: &str) -> Vec<String> {
+        self.files_for(rcpt, "tls")
+    }
+
+    /// The contents of the NNN-RCPT.EXT files, in the order they were received.
+    fn files_for(&self, rcpt: &str, ext: &str) -> Vec<String> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.inbox)
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| {
-                p.extension().is_some_and(|e| e == "eml")
+                p.extension().is_some_and(|e| e == ext)
                     && p.file_name()
                         .unwrap()
                         .to_string_lossy()
-                        .ends_with(&format!("-{rcpt}.eml"))
+                        .ends_with(&format!("-{rcpt}.{ext}"))
             })
             .collect();
         names.sort();
@@ -152,8 +264,19 @@ impl SmtpServer {
     }
 }
 
-fn site(dir: &Path, smtp_port: u16, tls: &str) {
+/// The campaign directory: channel `mail` on the test server with `tls` (and `ca_file`
+/// when given, written as is), template `hello`, campaign `promo` to every contact.
+/// The site: channel `mail` (with [`PUBLIC_URL`] as its `public_url` when
+/// `channel_public_url`, else none: herald's `--public-url` then stands in), a template
+/// showing the unsubscribe link, a campaign sending now.
+fn site(dir: &Path, smtp_port: u16, tls: &str, ca_file: Option<&str>, channel_public_url: bool) {
     std::fs::create_dir_all(dir).unwrap();
+    let ca_file = ca_file.map_or(String::new(), |path| format!("\n    ca_file: \"{path}\""));
+    let public_url = if channel_public_url {
+        format!("\n    public_url: \"{PUBLIC_URL}\"")
+    } else {
+        String::new()
+    };
     std::fs::write(
         dir.join("site.yaml"),
         format!(
@@ -165,13 +288,12 @@ spec:
   email_smtp:
     host: 127.0.0.1
     port: {smtp_port}
-    tls: {tls}
+    tls: {tls}{ca_file}
     username: {USER}
     password: "${{env:SMTP_PASSWORD}}"
     unsubscribe_secret: "${{env:UNSUBSCRIBE_SECRET}}"
     from: "Acme News <news@acme.example>"
-    reply_to: "help@acme.example"
-    public_url: "{PUBLIC_URL}"
+    reply_to: "help@acme.example"{public_url}
     pool_size: 2
 ---
 apiVersion: herald/v1
@@ -180,8 +302,8 @@ metadata: {{name: hello}}
 spec:
   email:
     subject: "Ofertas para {{{{ contact.name }}}}"
-    text: "Hola {{{{ contact.name }}}}, 20% OFF."
-    html: "<p>Hola <b>{{{{ contact.name }}}}</b>, 20% OFF.</p>"
+    text: "Hola {{{{ contact.name }}}}, 20% OFF.\nBaja: {{{{ unsubscribe_url }}}}"
+    html: "<p>Hola <b>{{{{ contact.name }}}}</b>, 20% OFF.</p><a href=\"{{{{ unsubscribe_url }}}}\">Baja</a>"
 ---
 apiVersion: herald/v1
 kind: Campaign
@@ -200,6 +322,26 @@ spec:
     .unwrap();
 }
 
+/// `herald serve` on `dir` with the contacts in `csv` and the channel's secrets.
+fn start_herald(scratch: &Path, dir: &Path, csv: &str) -> Herald {
+    start_herald_with(scratch, dir, csv, &[])
+}
+
+/// [`start_herald`] with more arguments to `serve`.
+fn start_herald_with(scratch: &Path, dir: &Path, csv: &str, args: &[&str]) -> Herald {
+    let contacts = scratch.join("contacts.csv");
+    std::fs::write(&contacts, csv).unwrap();
+    let db_path = scratch.join("herald.db");
+    let mut options = Options::new(dir, &db_path);
+    options.args = vec!["--contacts".into(), contacts.display().to_string()];
+    options.args.extend(args.iter().map(|a| a.to_string()));
+    options.env = vec![
+        ("SMTP_PASSWORD".into(), PASSWORD.into()),
+        ("UNSUBSCRIBE_SECRET".into(), UNSUBSCRIBE_SECRET.into()),
+    ];
+    Herald::start_with(options)
+}
+
 async fn db(herald: &Herald) -> sqlx::SqliteConnection {
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&herald.db)
@@ -209,7 +351,9 @@ async fn db(herald: &Herald) -> sqlx::SqliteConnection {
         .unwrap()
 }
 
-/// (status, reason, provider_message_id, attempts) of the promo delivery to `contact`.
+/// (status, reason, provider_message_id, attempts) of the promo delivery to `contact`;
+/// status `(no row)` until the run has planned it (readiness does not wait for the run, and
+/// under load the first poll can come before it).
 async fn delivery(herald: &Herald, contact: &str) -> (String, Option<String>, Option<String>, i64) {
     let mut db = db(herald).await;
     let r = sqlx::query(
@@ -217,10 +361,13 @@ async fn delivery(herald: &Herald, contact: &str) -> (String, Option<String>, Op
          JOIN runs r ON r.id = d.run_id WHERE r.campaign = 'promo' AND d.contact_id = ?",
     )
     .bind(contact)
-    .fetch_one(&mut db)
+    .fetch_optional(&mut db)
     .await
     .unwrap();
-    (r.get(0), r.get(1), r.get(2), r.get(3))
+    match r {
+        Some(r) => (r.get(0), r.get(1), r.get(2), r.get(3)),
+        None => ("(no row)".into(), None, None, 0),
+    }
 }
 
 async fn contact(herald: &Herald, id: &str) -> Value {
@@ -233,6 +380,14 @@ async fn contact(herald: &Herald, id: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// A raw message's body with quoted-printable decoded (lettre encodes the parts so when a
+/// line is long), for reading the text as the recipient's mail client shows it.
+fn decoded_body(raw: &str) -> String {
+    let body = raw.split_once("\r\n\r\n").map_or(raw, |(_, body)| body);
+    let bytes = quoted_printable::decode(body, quoted_printable::ParseMode::Robust).unwrap();
+    String::from_utf8(bytes).unwrap()
 }
 
 /// A header's value, unfolded (RFC 5322: a CRLF before white space is removed), from a
@@ -249,26 +404,17 @@ fn header(raw: &str, name: &str) -> Option<String> {
 #[tokio::test]
 async fn a_campaign_is_mailed_over_smtp_with_one_click_unsubscribe() {
     let scratch = tempfile::tempdir().unwrap();
-    let Some(smtp) = SmtpServer::start(scratch.path()) else {
+    let Some(smtp) = SmtpServer::start(scratch.path(), Mode::Plain) else {
         return;
     };
     let dir = scratch.path().join("site");
-    site(&dir, smtp.port, "none");
-    let contacts = scratch.path().join("contacts.csv");
-    std::fs::write(
-        &contacts,
+    site(&dir, smtp.port, "none", None, true);
+    let herald = start_herald(
+        scratch.path(),
+        &dir,
         "id,name,email\nc-1,Ana,ana@example.com\nc-2,Luis,luis@example.com\n\
          c-3,Bo,bounce@example.com\nc-4,Lea,later@example.com\n",
-    )
-    .unwrap();
-    let db_path = scratch.path().join("herald.db");
-    let mut options = Options::new(&dir, &db_path);
-    options.args = vec!["--contacts".into(), contacts.display().to_string()];
-    options.env = vec![
-        ("SMTP_PASSWORD".into(), PASSWORD.into()),
-        ("UNSUBSCRIBE_SECRET".into(), UNSUBSCRIBE_SECRET.into()),
-    ];
-    let herald = Herald::start_with(options);
+    );
 
     let started = Instant::now();
     loop {
@@ -457,21 +603,12 @@ async fn a_campaign_is_mailed_over_smtp_with_one_click_unsubscribe() {
 #[tokio::test]
 async fn starttls_refuses_a_server_without_tls() {
     let scratch = tempfile::tempdir().unwrap();
-    let Some(smtp) = SmtpServer::start(scratch.path()) else {
+    let Some(smtp) = SmtpServer::start(scratch.path(), Mode::Plain) else {
         return;
     };
     let dir = scratch.path().join("site");
-    site(&dir, smtp.port, "starttls");
-    let contacts = scratch.path().join("contacts.csv");
-    std::fs::write(&contacts, "id,name,email\nc-1,Ana,ana@example.com\n").unwrap();
-    let db_path = scratch.path().join("herald.db");
-    let mut options = Options::new(&dir, &db_path);
-    options.args = vec!["--contacts".into(), contacts.display().to_string()];
-    options.env = vec![
-        ("SMTP_PASSWORD".into(), PASSWORD.into()),
-        ("UNSUBSCRIBE_SECRET".into(), UNSUBSCRIBE_SECRET.into()),
-    ];
-    let herald = Herald::start_with(options);
+    site(&dir, smtp.port, "starttls", None, true);
+    let herald = start_herald(scratch.path(), &dir, ONE_CONTACT);
     let started = Instant::now();
     let reason = loop {
         let (status, reason, _, _) = delivery(&herald, "c-1").await;
@@ -487,4 +624,137 @@ async fn starttls_refuses_a_server_without_tls() {
     assert!(reason.to_lowercase().contains("starttls"), "{reason}");
     assert!(smtp.received_for("ana@example.com").is_empty());
     assert!(!reason.contains(PASSWORD));
+}
+
+/// Waits until the promo delivery to `contact` leaves `pending`/`sending` for one of `ends`
+/// (or, with `retried`, until it has been attempted twice); returns its row.
+async fn wait_for(
+    herald: &Herald,
+    contact: &str,
+    ends: &[&str],
+    retried: bool,
+) -> (String, Option<String>, Option<String>, i64) {
+    let started = Instant::now();
+    loop {
+        let row = delivery(herald, contact).await;
+        if ends.contains(&row.0.as_str()) || (retried && row.3 >= 2) {
+            return row;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            panic!("delivery stuck at {row:?}:\n{}", herald.log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Mails Ana through a server in `mode`, the channel set to `tls: {tls}` and trusting the
+/// server's CA through `ca_file` (which turns the CA's path into the setting's value), then
+/// checks the message arrived intact over a TLS session of that kind.
+async fn mails_over_tls(mode: Mode, tls: &str, ca_file: impl FnOnce(&Path) -> String) {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(scratch.path(), mode) else {
+        return;
+    };
+    let dir = scratch.path().join("site");
+    let ca_file = ca_file(smtp.ca.as_deref().unwrap());
+    // No public_url in the channel: the daemon's --public-url makes the links.
+    site(&dir, smtp.port, tls, Some(&ca_file), false);
+    let herald = start_herald_with(
+        scratch.path(),
+        &dir,
+        ONE_CONTACT,
+        &["--public-url", DAEMON_PUBLIC_URL],
+    );
+
+    // A TLS failure is transient: retried, then `failed` after the campaign's 3 attempts.
+    let (status, reason, provider_id, _) =
+        wait_for(&herald, "c-1", &["sent", "failed"], false).await;
+    assert_eq!(status, "sent", "{reason:?}:\n{}", herald.log_text());
+
+    let ana = smtp.received_for("ana@example.com");
+    assert_eq!(ana.len(), 1, "one message for Ana");
+    let raw = &ana[0];
+    assert_eq!(
+        header(raw, "From").as_deref(),
+        Some("\"Acme News\" <news@acme.example>")
+    );
+    assert_eq!(header(raw, "To").as_deref(), Some("ana@example.com"));
+    assert_eq!(header(raw, "Subject").as_deref(), Some("Ofertas para Ana"));
+    assert!(raw.contains("Hola Ana, 20% OFF."), "{raw}");
+    assert_eq!(header(raw, "Message-ID"), provider_id);
+
+    // The daemon's public URL reached the channel: the List-Unsubscribe link is under it,
+    // and the template's {{ unsubscribe_url }} is that same link, in both parts.
+    let list_unsubscribe = header(raw, "List-Unsubscribe").unwrap();
+    assert!(
+        list_unsubscribe.starts_with("<https://hooks.herald.example/v1/unsubscribe/"),
+        "{list_unsubscribe}"
+    );
+    let link = &list_unsubscribe[1..list_unsubscribe.find('>').unwrap()];
+    let body = decoded_body(raw);
+    assert!(body.contains(&format!("Baja: {link}")), "{body}");
+    assert!(
+        body.contains(&format!("<a href=\"{link}\">Baja</a>")),
+        "{body}"
+    );
+
+    // The session that carried it was encrypted, the way the channel asked for.
+    let sessions = smtp.tls_for("ana@example.com");
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let session = sessions[0].as_str();
+    let expected = format!("{} TLSv1.", mode.arg());
+    assert!(session.starts_with(&expected), "{session}");
+    assert!(
+        session.ends_with("TLSv1.2") || session.ends_with("TLSv1.3"),
+        "{session}"
+    );
+    assert!(
+        !herald.log_text().contains(PASSWORD),
+        "the password leaked into the log"
+    );
+}
+
+/// STARTTLS to a server that refuses AUTH and MAIL before TLS: herald upgrades, trusts the
+/// private CA through a `ca_file` relative to the campaign directory, and sends.
+#[tokio::test]
+async fn starttls_with_a_private_ca_sends() {
+    // site/ is the campaign directory and ca.pem sits beside it; herald's working directory
+    // is elsewhere, so this only resolves against the campaign directory.
+    mails_over_tls(Mode::Starttls, "starttls", |_| "../ca.pem".to_string()).await;
+}
+
+/// Implicit TLS (SMTPS): TLS from the first byte, the private CA trusted by absolute path.
+#[tokio::test]
+async fn implicit_tls_with_a_private_ca_sends() {
+    mails_over_tls(Mode::Implicit, "implicit", |ca| ca.display().to_string()).await;
+}
+
+/// A TLS server whose certificate no trusted root signed (the channel has no `ca_file`):
+/// the handshake fails before AUTH, nothing is delivered, the delivery is retried with a
+/// reason about the certificate, and the password appears nowhere.
+#[tokio::test]
+async fn an_untrusted_certificate_is_refused_and_retried() {
+    let scratch = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpServer::start(scratch.path(), Mode::Starttls) else {
+        return;
+    };
+    let dir = scratch.path().join("site");
+    site(&dir, smtp.port, "starttls", None, true);
+    let herald = start_herald(scratch.path(), &dir, ONE_CONTACT);
+
+    let (status, reason, _, attempts) =
+        wait_for(&herald, "c-1", &["retry", "failed", "sent"], true).await;
+    assert_ne!(status, "sent", "sent to an untrusted server");
+    assert!(
+        status == "retry" || attempts >= 2,
+        "not retried: {status} after {attempts} attempt(s)"
+    );
+    let reason = reason.unwrap_or_default();
+    assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+    assert!(smtp.received_for("ana@example.com").is_empty());
+    assert!(!reason.contains(PASSWORD));
+    assert!(
+        !herald.log_text().contains(PASSWORD),
+        "the password leaked into the log"
+    );
 }

@@ -243,6 +243,7 @@ metadata: {{name: promo-nov}}
 spec:
   sms:
     text: "Hola {{{{ contact.name }}}}: 20% este viernes. STOP para salir"
+    media_url: "https://cdn.example/promo/{{{{ contact.id }}}}.jpg"
   whatsapp:
     template:
       name: promo_noviembre
@@ -506,12 +507,20 @@ async fn sms_goes_out_through_the_messages_api_with_errors_mapped() {
         base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"));
     assert_eq!(ana[0].authorization, format!("Basic {basic}"));
     assert_eq!(ana[0].content_type, "application/x-www-form-urlencoded");
-    assert_eq!(ana[0].names(), vec!["Body", "From", "StatusCallback", "To"]);
+    assert_eq!(
+        ana[0].names(),
+        vec!["Body", "From", "MediaUrl", "StatusCallback", "To"]
+    );
     assert_eq!(ana[0].field("To"), Some(ANA));
     assert_eq!(ana[0].field("From"), Some(SMS_FROM));
     assert_eq!(
         ana[0].field("Body"),
         Some("Hola Ana: 20% este viernes. STOP para salir")
+    );
+    // MMS: the template's media_url, rendered for the contact.
+    assert_eq!(
+        ana[0].field("MediaUrl"),
+        Some("https://cdn.example/promo/c-1.jpg")
     );
     assert_eq!(
         ana[0].field("StatusCallback"),
@@ -667,6 +676,27 @@ async fn signed_status_callbacks_move_deliveries_and_others_change_nothing() {
     let (status_now, reason, _, _, _) = world.delivery("promo-sms", "c-3").await;
     assert_eq!(status_now, "failed");
     assert!(reason.unwrap_or_default().contains("30003"));
+    assert_eq!(
+        world.opted_out_at("c-3", "sms").await,
+        None,
+        "30003 is not an opt-out"
+    );
+
+    // undelivered with 21610 (Pedro replied STOP after the send was accepted): failed, and
+    // Pedro is opted out of sms (not of whatsapp), as when the API answers 21610.
+    let pedro_sid = message_sid(PEDRO, 2);
+    let stopped = [
+        ("AccountSid", ACCOUNT_SID),
+        ("ErrorCode", "21610"),
+        ("MessageSid", pedro_sid.as_str()),
+        ("MessageStatus", "undelivered"),
+        ("To", PEDRO),
+    ];
+    let (status, _, body) = world.signed(SMS_PUBLIC_URL, "sms", &stopped).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(world.delivery("promo-sms", "c-4").await.0, "failed");
+    assert!(world.opted_out_at("c-4", "sms").await.is_some());
+    assert_eq!(world.opted_out_at("c-4", "whatsapp").await, None);
 
     // A message herald never sent: 404.
     let unknown = [
@@ -700,6 +730,22 @@ async fn incoming_messages_are_replies_answered_with_empty_twiml() {
         }
         params
     };
+
+    // The wa channel has no public_url: its sends ask Twilio to call the daemon's
+    // --public-url back (no doubled slash); the sms channel keeps its own.
+    let wa_sends = world.api.got_for(&format!("whatsapp:{ANA}"));
+    assert_eq!(wa_sends.len(), 2, "{wa_sends:?}");
+    for send in &wa_sends {
+        assert_eq!(
+            send.field("StatusCallback"),
+            Some("https://hooks.herald.example/v1/inbound/wa"),
+            "{send:?}"
+        );
+    }
+    assert_eq!(
+        world.api.got_for(ANA)[0].field("StatusCallback"),
+        Some("https://herald.example/v1/inbound/sms")
+    );
 
     // The channel has no public_url: the daemon's --public-url is the signed URL.
     let yes = incoming("SM11111111111111111111111111111111", "Sí", Some("YES"));

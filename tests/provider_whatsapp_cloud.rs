@@ -26,10 +26,11 @@ const VERIFY_TOKEN: &str = "verify-me-please";
 const PHONE_NUMBER_ID: &str = "106540352242922";
 
 /// Ana's number works; Luis's window is closed (131047); Rosa's hits the throughput
-/// limit (130429) once.
+/// limit (130429) once; Pedro's works (and later fails in a status: 131050).
 const ANA: &str = "+51911111111";
 const LUIS: &str = "+51922222222";
 const ROSA: &str = "+51933333333";
+const PEDRO: &str = "+51944444444";
 
 #[derive(Clone, Debug)]
 struct Got {
@@ -187,7 +188,9 @@ impl World {
         let contacts = scratch.path().join("contacts.csv");
         std::fs::write(
             &contacts,
-            format!("id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\n"),
+            format!(
+                "id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\nc-4,Pedro,{PEDRO}\n"
+            ),
         )
         .unwrap();
         let db = scratch.path().join("herald.db");
@@ -205,11 +208,15 @@ impl World {
             _scratch: scratch,
         };
         world
-            .wait_for("Ana's and Rosa's messages sent, Luis's failed", || async {
-                world.delivery("c-1").await.0 == "sent"
-                    && world.delivery("c-2").await.0 == "failed"
-                    && world.delivery("c-3").await.0 == "sent"
-            })
+            .wait_for(
+                "Ana's, Rosa's and Pedro's messages sent, Luis's failed",
+                || async {
+                    world.delivery("c-1").await.0 == "sent"
+                        && world.delivery("c-2").await.0 == "failed"
+                        && world.delivery("c-3").await.0 == "sent"
+                        && world.delivery("c-4").await.0 == "sent"
+                },
+            )
             .await;
         world
     }
@@ -490,6 +497,25 @@ async fn signed_notifications_record_statuses_and_replies_and_others_change_noth
     let (status_now, reason, _, _, _, _) = world.delivery("c-3").await;
     assert_eq!(status_now, "failed");
     assert!(reason.unwrap_or_default().contains("131026"));
+    assert_eq!(
+        world.whatsapp_state("c-3").await.0,
+        None,
+        "131026 is no opt-out"
+    );
+
+    // Failed with 131050 (Pedro stopped marketing messages after the send was accepted):
+    // failed, and Pedro is opted out of whatsapp, as when the API answers 131050.
+    let stopped = notification(
+        json!([{"id": "wamid.51944444444", "status": "failed", "recipient_id": "51944444444",
+            "errors": [{"code": 131050,
+                "title": "Unable to deliver the message. This recipient has chosen to stop receiving marketing messages on WhatsApp from your business"}]}]),
+        json!([]),
+    );
+    assert_eq!(world.signed(&stopped).await.0, 200);
+    let (status_now, reason, _, _, _, _) = world.delivery("c-4").await;
+    assert_eq!(status_now, "failed");
+    assert!(reason.unwrap_or_default().contains("131050"));
+    assert!(world.whatsapp_state("c-4").await.0.is_some());
 
     // A status for a message herald does not know (yet): 404, so Meta retries.
     let unknown = notification(

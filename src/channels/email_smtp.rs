@@ -2,8 +2,10 @@
 //!
 //! Connection: `tls: starttls` (default, port 587) upgrades the connection with STARTTLS
 //! and refuses a server that does not offer it; `implicit` (port 465) speaks TLS from the
-//! first byte; `none` (port 25) is plain text, for local test servers only. With `username`
-//! and `password` herald authenticates (AUTH PLAIN or LOGIN). Up to `pool_size` connections
+//! first byte; `none` (port 25) is plain text, for local test servers only. Certificates
+//! are checked against the public (Mozilla) roots, plus the CA certificates of `ca_file`
+//! when set (a relay whose certificate a private CA signed). With `username` and
+//! `password` herald authenticates (AUTH PLAIN or LOGIN). Up to `pool_size` connections
 //! (default [`DEFAULT_POOL_SIZE`]) stay open between messages.
 //!
 //! A message is `multipart/alternative` with a `text/plain` and a `text/html` part when the
@@ -33,8 +35,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::{PoolConfig, SUBMISSION_PORT, SUBMISSIONS_PORT};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sha2::Sha256;
 
@@ -119,12 +122,43 @@ impl EmailSmtpChannel {
             return Err(invalid("host", "is empty".into()));
         }
         let tls = settings.tls.as_ref().map_or(SmtpTls::Starttls, |t| t.value);
-        let mut builder = match tls {
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+        // With `ca_file` the TLS parameters are built here, with the private CA added to
+        // the public roots; lettre's relay constructors only know the public roots.
+        let private_tls = match (&settings.ca_file, tls) {
+            (None, _) => None,
+            (Some(_), SmtpTls::None) => {
+                return Err(invalid("ca_file", "needs TLS, but `tls` is `none`".into()));
+            }
+            (Some(path), _) => {
+                let roots = private_roots(&path.value).map_err(|r| invalid("ca_file", r))?;
+                let params = TlsParameters::builder(host.to_string())
+                    .add_root_certificate(roots)
+                    .build()
+                    .map_err(|e| {
+                        invalid(
+                            "ca_file",
+                            format!("{}: cannot trust its certificates: {e}", path.value),
+                        )
+                    })?;
+                Some(params)
+            }
+        };
+        let mut builder = match (tls, private_tls) {
+            (SmtpTls::Starttls, None) => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
                 .map_err(|e| invalid("host", format!("cannot set up TLS: {e}")))?,
-            SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
+            (SmtpTls::Implicit, None) => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
                 .map_err(|e| invalid("host", format!("cannot set up TLS: {e}")))?,
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            (SmtpTls::Starttls, Some(params)) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                    .port(SUBMISSION_PORT)
+                    .tls(Tls::Required(params))
+            }
+            (SmtpTls::Implicit, Some(params)) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                    .port(SUBMISSIONS_PORT)
+                    .tls(Tls::Wrapper(params))
+            }
+            (SmtpTls::None, _) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
         };
         if let Some(port) = &settings.port {
             builder = builder.port(port.value);
@@ -189,6 +223,15 @@ impl EmailSmtpChannel {
         self.max_in_flight
     }
 
+    /// Contact `contact_id`'s one-click unsubscribe link on this channel, when the channel
+    /// has a public URL and a key. Templates get it as `{{ unsubscribe_url }}`; the
+    /// List-Unsubscribe header carries the same link.
+    pub fn unsubscribe_url(&self, contact_id: &str) -> Option<String> {
+        let (base, key) = self.unsubscribe.as_ref()?;
+        let token = unsubscribe_token(key.expose().as_bytes(), &self.name, contact_id);
+        Some(format!("{base}{UNSUBSCRIBE_PATH}{token}"))
+    }
+
     /// Sends the message over a pooled connection and classifies the reply (module docs).
     pub async fn send(&self, message: &OutboundMessage) -> SendOutcome {
         let Content::Email(content) = &message.content else {
@@ -228,9 +271,7 @@ impl EmailSmtpChannel {
         if let Some(reply_to) = &self.reply_to {
             builder = builder.reply_to(reply_to.clone());
         }
-        if let Some((base, key)) = &self.unsubscribe {
-            let token = unsubscribe_token(key.expose().as_bytes(), &self.name, &message.contact_id);
-            let link = format!("{base}{UNSUBSCRIBE_PATH}{token}");
+        if let Some(link) = self.unsubscribe_url(&message.contact_id) {
             let mailto = format!("mailto:{}?subject=unsubscribe", self.from.email);
             builder = builder
                 .raw_header(HeaderValue::new(
@@ -261,6 +302,21 @@ impl EmailSmtpChannel {
         };
         built.map_err(|e| format!("cannot build the e-mail: {e}"))
     }
+}
+
+/// The certificates of the PEM file at `path` (`email_smtp.ca_file`), as one root set; the
+/// error says what is wrong with the file and names it.
+fn private_roots(path: &str) -> Result<Certificate, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    // lettre's parser skips what is not a certificate, so a key file or any other text
+    // would parse as an empty set and quietly trust nothing extra: refuse it here.
+    let marker = b"-----BEGIN CERTIFICATE-----";
+    if !pem.windows(marker.len()).any(|w| w == marker) {
+        return Err(format!(
+            "{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Certificate::from_pem(&pem).map_err(|e| format!("{path}: not PEM certificates: {e}"))
 }
 
 /// An SMTP failure as an outcome: a 5xx reply permanent, a 4xx reply and every error
@@ -407,6 +463,116 @@ mod tests {
         assert!(!UnsubscribeToken::parse(&forged).unwrap().verifies(b"key"));
         assert!(UnsubscribeToken::parse("not-a-token").is_none());
         assert!(UnsubscribeToken::parse("a.b.c.d").is_none());
+    }
+
+    /// Settings of a channel on 127.0.0.1 plus the YAML lines `extra` (top-level keys).
+    fn settings(extra: &str) -> SmtpSettings {
+        let yaml = format!("host: 127.0.0.1\nfrom: \"news@acme.example\"\n{extra}");
+        serde_saphyr::from_str(&yaml).expect("valid email_smtp settings")
+    }
+
+    fn ca_file_error(extra: &str, dir: &std::path::Path) -> String {
+        let err =
+            EmailSmtpChannel::from_spec("mail", &settings(extra), &SecretResolver::new(dir), None)
+                .expect_err("the ca_file is refused");
+        let ChannelError::InvalidSetting { channel, field, .. } = &err else {
+            panic!("not an invalid setting: {err}");
+        };
+        assert_eq!(
+            (channel.as_str(), field.as_str()),
+            ("mail", "email_smtp.ca_file")
+        );
+        err.to_string()
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_an_error_naming_the_field_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-ca.pem");
+        let message = ca_file_error(&format!("ca_file: {}\n", path.display()), dir.path());
+        assert!(message.contains("email_smtp.ca_file"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("cannot read"), "{message}");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key where the CA certificate should be: PEM, but nothing to trust.
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let not_certificates = [
+            ("key.pem", key.as_str()),
+            ("empty.pem", ""),
+            ("text.pem", "just some text\n"),
+        ];
+        for (name, text) in not_certificates {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let message = ca_file_error(&format!("ca_file: {}\n", path.display()), dir.path());
+            assert!(message.contains("no PEM certificate"), "{name}: {message}");
+            assert!(message.contains(&path.display().to_string()), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_unparsable_certificate_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            // Not base64 at all: the PEM parser refuses it.
+            (
+                "garbled.pem",
+                "-----BEGIN CERTIFICATE-----\n@@@ not base64 @@@\n-----END CERTIFICATE-----\n",
+                "not PEM certificates",
+            ),
+            // Base64 of bytes that are no X.509 certificate ("hello world"): PEM parses,
+            // the root store refuses it.
+            (
+                "not-x509.pem",
+                "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+                "cannot trust its certificates",
+            ),
+        ];
+        for (name, text, why) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let message = ca_file_error(&format!("ca_file: {}\n", path.display()), dir.path());
+            assert!(message.contains(why), "{name}: {message}");
+            assert!(
+                message.contains(&path.display().to_string()),
+                "{name}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_ca_file_with_tls_none_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = ca_file_error("tls: none\nca_file: ca.pem\n", dir.path());
+        assert!(message.contains("none"), "{message}");
+    }
+
+    /// A real CA file is accepted for both TLS modes (the pool's cleanup task needs a
+    /// runtime, hence tokio::test); no connection is opened.
+    #[tokio::test]
+    async fn a_ca_file_of_certificates_sets_up_both_tls_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let path = dir.path().join("ca.pem");
+        // Two certificates in one file: a bundle, as the setting allows.
+        std::fs::write(&path, format!("{}{}", ca.pem(), ca.pem())).unwrap();
+        for tls in ["starttls", "implicit"] {
+            let extra = format!("tls: {tls}\nca_file: {}\n", path.display());
+            let channel = EmailSmtpChannel::from_spec(
+                "mail",
+                &settings(&extra),
+                &SecretResolver::new(dir.path()),
+                None,
+            );
+            assert!(channel.is_ok(), "{tls}: {:?}", channel.err());
+        }
     }
 
     #[test]

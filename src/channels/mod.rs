@@ -144,6 +144,15 @@ impl Channel {
         }
     }
 
+    /// Contact `contact_id`'s unsubscribe link on this channel, for `{{ unsubscribe_url }}`
+    /// in templates: e-mail channels with a public URL and a key have one, others none.
+    pub fn unsubscribe_url(&self, contact_id: &str) -> Option<String> {
+        match self {
+            Channel::EmailSmtp(c) => c.unsubscribe_url(contact_id),
+            _ => None,
+        }
+    }
+
     /// Makes every message sent so far durable where the channel batches writes (the
     /// outbox: write and fsync the pending lines). The engine calls it after each batch,
     /// before recording `sent`, and on shutdown. On `Err`, the batch's `Sent` outcomes are

@@ -314,6 +314,7 @@ mod tests {
             to: "+15005550006".into(),
             content: Content::Sms(SmsMessage {
                 text: format!("hello {n}"),
+                media_url: None,
             }),
             test: false,
         }

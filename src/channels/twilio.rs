@@ -13,14 +13,15 @@
 //!   `content_sid`. The variables are a JSON object `{"1": ..., "2": ...}` numbering the
 //!   template's parameters in order: header, then body, then buttons (a `url:` prefix of a
 //!   button parameter dropped);
-//! - `StatusCallback`: `{public_url}/v1/inbound/{channel}` when the channel sets
-//!   `public_url` (Twilio then posts the message's status changes to herald).
+//! - `StatusCallback`: `{public_url}/v1/inbound/{channel}` when herald knows its public
+//!   URL (the channel's `public_url`, else the daemon's `--public-url`, filled in by the
+//!   engine): Twilio then posts the message's status changes to herald.
 //!
 //! The answer is 201 `{"sid": "SM...", "status": "queued", ...}` (the sid is the provider
 //! message id), or `{"code", "message", "more_info", "status"}`:
 //!
 //! - 21610 (the recipient replied STOP to this sender): permanent, and the contact is
-//!   opted out of the channel's medium;
+//!   opted out of the channel's medium (also when a status callback reports it);
 //! - 20429 (too many requests), 20500, 20503, and HTTP 429/5xx: transient;
 //! - every other code (invalid number 21211, not a mobile number 21614, WhatsApp's closed
 //!   24 h window 63016...) and every other 4xx: permanent.
@@ -261,6 +262,9 @@ impl TwilioChannel {
                     return Err("an sms needs a text".into());
                 }
                 form.push(("Body", sms.text.clone()));
+                if let Some(url) = &sms.media_url {
+                    form.push(("MediaUrl", url.clone()));
+                }
             }
             Content::Whatsapp(wa) => form.extend(whatsapp_fields(wa)?),
             other => {
@@ -537,6 +541,9 @@ pub fn parse_callback(params: &[(String, String)]) -> Result<Event, (&'static st
                     status: delivery_status,
                     error,
                     at: None,
+                    opted_out: get("ErrorCode")
+                        .and_then(|c| c.trim().parse::<i64>().ok())
+                        .is_some_and(|code| OPTED_OUT_CODES.contains(&code)),
                 },
             })
         }
@@ -620,6 +627,7 @@ mod tests {
                 "+51911111111",
                 Content::Sms(SmsMessage {
                     text: "Hola".into(),
+                    media_url: None,
                 }),
             ))
             .unwrap();

@@ -25,7 +25,7 @@
 //! - codes 130429 (throughput), 131056 (pair rate limit), 131048 (spam rate limit), 80007,
 //!   4 and 1/2/131000/131016 (Meta's own trouble), and HTTP 429/5xx: transient;
 //! - 131050 (the user stopped marketing messages): permanent, and the contact is opted out
-//!   of whatsapp;
+//!   of whatsapp (also when a `failed` status reports it);
 //! - 131047 (re-engagement: the 24 h window is closed, send a template), 131026
 //!   (undeliverable), 190 (bad token) and every other 4xx: permanent.
 //!
@@ -553,6 +553,9 @@ fn status_event(status: &Value) -> Result<Event, (&'static str, String)> {
             status: delivery_status,
             error,
             at: unix_time(&status["timestamp"], "statuses.timestamp")?,
+            opted_out: status["errors"][0]["code"]
+                .as_i64()
+                .is_some_and(|code| OPTED_OUT_CODES.contains(&code)),
         },
     })
 }

@@ -252,6 +252,13 @@ impl Engine {
         }
     }
 
+    /// The URL providers reach herald at (`serve --public-url`), for channels that set
+    /// none of their own. Call before the first run starts.
+    pub fn with_public_url(self, url: Option<String>) -> Engine {
+        lock(&self.inner.shared).public_url = url;
+        self
+    }
+
     fn now(&self) -> jiff::Timestamp {
         self.inner.clock.now()
     }
@@ -728,13 +735,15 @@ impl Engine {
                     &scopes[scopes.len() - 1].2
                 }
             };
-            let content = match renderer.render_in(contact.view.clone(), scope) {
-                Ok(c) => c,
-                Err(e) => {
-                    out.push(done(DeliveryStatus::Skipped, e.to_string(), medium));
-                    continue;
-                }
-            };
+            let unsubscribe_url = handle.channel.unsubscribe_url(&contact.view.id);
+            let content =
+                match renderer.render_in(contact.view.clone(), scope, unsubscribe_url.as_deref()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        out.push(done(DeliveryStatus::Skipped, e.to_string(), medium));
+                        continue;
+                    }
+                };
             if capped {
                 *batch_sends.entry(row.contact_pk).or_default() += 1;
             }

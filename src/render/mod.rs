@@ -212,7 +212,7 @@ impl RunScope {
             unsubscribe_url: run
                 .unsubscribe_url
                 .as_deref()
-                .map(Value::from)
+                .map(link_value)
                 .unwrap_or(Value::UNDEFINED),
             now: Value::from(
                 run.now
@@ -223,6 +223,17 @@ impl RunScope {
             timezone: run.timezone.clone(),
             unsubscribe: run.unsubscribe_url.clone(),
         }
+    }
+}
+
+/// A link herald made (the unsubscribe URL) as a template value. HTML escaping would
+/// write its slashes as `&#x2f;`: valid in an attribute, but not what anyone expects to
+/// read in the source, so a link without characters HTML gives meaning to is marked safe.
+fn link_value(url: &str) -> Value {
+    if url.contains(['"', '\'', '<', '>', '&']) {
+        Value::from(url)
+    } else {
+        Value::from_safe_string(url.to_string())
     }
 }
 
@@ -364,17 +375,23 @@ impl Renderer {
         contact: &ContactView,
         run: &RunContext,
     ) -> Result<Content, RenderError> {
-        self.render_in(Arc::new(contact.clone()), &RunScope::new(run, medium))
+        self.render_in(Arc::new(contact.clone()), &RunScope::new(run, medium), None)
     }
 
     /// [`render`](Self::render) for a contact shared between messages, in a scope built
     /// once for many (the engine renders a batch's messages with one scope per run and
-    /// channel, and one copy of each contact).
+    /// channel, and one copy of each contact). `unsubscribe_url`, when given, is this
+    /// contact's own link and replaces the scope's (links are signed per contact).
     pub fn render_in(
         &self,
         contact: Arc<ContactView>,
         run: &RunScope,
+        unsubscribe_url: Option<&str>,
     ) -> Result<Content, RenderError> {
+        let (unsubscribe_value, unsubscribe) = match unsubscribe_url {
+            Some(url) => (link_value(url), Some(url.to_string())),
+            None => (run.unsubscribe_url.clone(), run.unsubscribe.clone()),
+        };
         let medium = run.medium;
         let Some(i) = self.pick(medium, contact.locale.as_deref()) else {
             return Err(RenderError::NoContent {
@@ -391,7 +408,7 @@ impl Renderer {
             campaign: run.campaign.clone(),
             run: run.run.clone(),
             channel: run.channel.clone(),
-            unsubscribe_url: run.unsubscribe_url.clone(),
+            unsubscribe_url: unsubscribe_value,
             now: run.now.clone(),
             vars: self.vars.clone(),
         });
@@ -409,6 +426,7 @@ impl Renderer {
                 let sms = content.sms.as_ref().ok_or_else(missing)?;
                 Content::Sms(SmsMessage {
                     text: r.one("sms.text", &sms.text)?,
+                    media_url: r.opt("sms.media_url", sms.media_url.as_ref())?,
                 })
             }
             Medium::Whatsapp => {
@@ -475,7 +493,7 @@ impl Renderer {
                     subject: r.one("email.subject", &email.subject)?,
                     html: r.opt("email.html", email.html.as_ref())?,
                     text: r.opt("email.text", email.text.as_ref())?,
-                    unsubscribe_url: run.unsubscribe.clone(),
+                    unsubscribe_url: unsubscribe,
                 })
             }
         })

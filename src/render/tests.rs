@@ -458,13 +458,36 @@ email:
     assert_eq!(email.subject, "S 5");
     assert_eq!(
         email.html.as_deref(),
-        Some("<a href=\"https:&#x2f;&#x2f;herald.example&#x2f;u&#x2f;abc\">u</a>")
+        Some("<a href=\"https://herald.example/u/abc\">u</a>"),
+        "herald's own link is not escaped into &#x2f;"
     );
     assert_eq!(email.text.as_deref(), Some("T 5"));
     assert_eq!(
         email.unsubscribe_url.as_deref(),
         Some("https://herald.example/u/abc")
     );
+}
+
+#[test]
+fn a_contacts_own_unsubscribe_link_replaces_the_runs_and_odd_links_stay_escaped() {
+    let r = renderer(
+        "email: {subject: s, html: \"<a href='{{ unsubscribe_url }}'>u</a>\"}",
+        json!({}),
+    );
+    let scope = RunScope::new(&run(), Medium::Email);
+    let render = |url| match r.render_in(Arc::new(contact()), &scope, Some(url)).unwrap() {
+        Content::Email(e) => (e.html.unwrap(), e.unsubscribe_url.unwrap()),
+        _ => panic!(),
+    };
+    let (html, url) = render("https://h.example/v1/unsubscribe/Yy0x.abc");
+    assert_eq!(
+        html,
+        "<a href='https://h.example/v1/unsubscribe/Yy0x.abc'>u</a>"
+    );
+    assert_eq!(url, "https://h.example/v1/unsubscribe/Yy0x.abc");
+    // A quote in an operator's public URL cannot break out of the attribute.
+    let (html, _) = render("https://h.example/x'onmouseover='y");
+    assert!(!html.contains("x'onmouseover"), "{html}");
 }
 
 #[test]

@@ -208,6 +208,11 @@ pub struct SmtpSettings {
     /// `starttls` (default), `implicit` (SMTPS) or `none` (only for local test servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Located<SmtpTls>>,
+    /// A PEM file of CA certificates to trust besides the public roots, for a relay whose
+    /// certificate a private CA signed. Relative paths are relative to the campaign
+    /// directory, like `${file:PATH}` secrets. Not with `tls: none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<Located<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<Located<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

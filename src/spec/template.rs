@@ -70,6 +70,7 @@ impl LocaleContent {
         let mut out = Vec::new();
         if let Some(sms) = &self.sms {
             out.push(("sms.text".to_string(), &sms.text));
+            push_opt(&mut out, "sms.media_url", sms.media_url.as_ref());
         }
         if let Some(wa) = &self.whatsapp {
             push_opt(&mut out, "whatsapp.text", wa.text.as_ref());
@@ -175,6 +176,10 @@ pub enum VariableType {
 #[serde(deny_unknown_fields)]
 pub struct SmsContent {
     pub text: Located<String>,
+    /// A picture or file sent with the text as MMS (Twilio's `MediaUrl`): a public
+    /// http(s) URL, templated like the text. Webhook and outbox channels pass it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<Located<String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]

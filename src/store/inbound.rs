@@ -84,6 +84,9 @@ pub struct ReceiptWrite<'a> {
     pub error: Option<&'a str>,
     /// When it happened (unix ms).
     pub at: i64,
+    /// A failed receipt saying the recipient stopped messages from the sender: the
+    /// delivery's contact is opted out of this medium in the same transaction.
+    pub opt_out: Option<Medium>,
 }
 
 /// What a receipt did to its delivery.
@@ -399,15 +402,15 @@ impl Store {
                     .unwrap_or_default(),
             )));
         };
-        let found: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, status FROM deliveries WHERE channel = ? AND provider_message_id = ? \
-             ORDER BY id DESC LIMIT 1",
+        let found: Option<(i64, String, i64, String)> = sqlx::query_as(
+            "SELECT id, status, contact_pk, contact_id FROM deliveries \
+             WHERE channel = ? AND provider_message_id = ? ORDER BY id DESC LIMIT 1",
         )
         .bind(receipt.channel)
         .bind(receipt.provider_message_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((delivery_id, status)) = found else {
+        let Some((delivery_id, status, contact_pk, contact_id)) = found else {
             tx.rollback().await?;
             return Ok(None);
         };
@@ -442,6 +445,22 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             webhooks::enqueue_delivery_events(&mut tx, &[delivery_id], now).await?;
+            if let Some(medium) = receipt
+                .opt_out
+                .filter(|_| receipt.status == DeliveryStatus::Failed)
+            {
+                // A deleted contact, or one opted out already, is left as it is.
+                super::opt_out::record_opt_out(
+                    &mut tx,
+                    contact_pk,
+                    &contact_id,
+                    medium,
+                    PROVIDER_SOURCE,
+                    receipt.channel,
+                    now,
+                )
+                .await?;
+            }
         }
         let outcome = ReceiptOutcome {
             delivery_id,
@@ -459,6 +478,9 @@ impl Store {
         Ok(Some(Inbound::Recorded { event, outcome }))
     }
 }
+
+/// The `opted_out_source` of an opt-out a provider reported (at send time or in a receipt).
+pub const PROVIDER_SOURCE: &str = "provider";
 
 #[cfg(test)]
 mod tests {

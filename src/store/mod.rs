@@ -14,6 +14,7 @@ pub mod contacts;
 pub mod deliveries;
 pub mod inbound;
 pub mod metrics;
+mod opt_out;
 pub mod reports;
 pub mod revisions;
 pub mod runs;

@@ -1,9 +1,7 @@
 //! Opting a contact out through an unsubscribe link (the `email_smtp` channel's
 //! List-Unsubscribe, `/v1/unsubscribe/{token}`).
 
-use sqlx::Row;
-
-use super::{Store, StoreError, webhooks};
+use super::{Store, StoreError};
 use crate::spec::channel::Medium;
 
 /// The `opted_out_source` of an opt-out recorded through an unsubscribe link.
@@ -33,47 +31,26 @@ impl Store {
         now: i64,
     ) -> Result<Unsubscribed, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "SELECT c.pk, m.opted_in_at, m.opted_out_at FROM contacts c \
-             LEFT JOIN contact_media m ON m.contact_pk = c.pk AND m.medium = ?2 \
-             WHERE c.id = ?1",
-        )
-        .bind(contact_id)
-        .bind(medium.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
+        let pk: Option<i64> = sqlx::query_scalar("SELECT pk FROM contacts WHERE id = ?")
+            .bind(contact_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(pk) = pk else {
             return Ok(Unsubscribed::NoSuchContact);
         };
-        let pk: i64 = row.try_get(0)?;
-        let opted_in_at: Option<i64> = row.try_get(1)?;
-        let opted_out_at: Option<i64> = row.try_get(2)?;
-        if opted_out_at.is_some() && !crate::audience::is_opted_in(opted_in_at, opted_out_at) {
-            return Ok(Unsubscribed::AlreadyOptedOut);
-        }
-        // Later than any consent, so the opt-out wins even against a clock step back.
-        let at = now.max(opted_in_at.unwrap_or(0));
-        sqlx::query(
-            "INSERT INTO contact_media (contact_pk, medium, opted_out_at, opted_out_source) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (contact_pk, medium) DO UPDATE SET \
-             opted_out_at = excluded.opted_out_at, \
-             opted_out_source = excluded.opted_out_source",
-        )
-        .bind(pk)
-        .bind(medium.as_str())
-        .bind(at)
-        .bind(UNSUBSCRIBE_LINK_SOURCE)
-        .execute(&mut *tx)
-        .await?;
-        webhooks::enqueue_contact_opted_out(
+        let changed = super::opt_out::record_opt_out(
             &mut tx,
+            pk,
             contact_id,
             medium,
             UNSUBSCRIBE_LINK_SOURCE,
-            Some(channel),
+            channel,
             now,
         )
         .await?;
+        if changed != Some(true) {
+            return Ok(Unsubscribed::AlreadyOptedOut);
+        }
         tx.commit().await?;
         Ok(Unsubscribed::OptedOut)
     }

@@ -212,6 +212,9 @@ pub struct Receipt {
     pub status: DeliveryStatus,
     pub error: Option<String>,
     pub at: Option<jiff::Timestamp>,
+    /// The provider failed the message because the recipient stopped messages from this
+    /// sender (Twilio 21610, WhatsApp 131050): the contact is opted out of the medium.
+    pub opted_out: bool,
 }
 
 /// An inbound body, checked.
@@ -310,6 +313,7 @@ pub fn parse(body: &serde_json::Value) -> Result<InboundMessage, InvalidField> {
             status,
             error: get("error")?.filter(|e| !e.is_empty()),
             at: time_of(get("timestamp")?, "timestamp")?,
+            opted_out: false,
         }))
     } else {
         let from = get("from")?
@@ -595,6 +599,7 @@ pub async fn record_receipt(
         status: receipt.status,
         error: receipt.error.as_deref(),
         at: at.as_millisecond(),
+        opt_out: receipt.opted_out.then_some(channel.medium),
     };
     let answer_of = |o: &crate::store::inbound::ReceiptOutcome| ReceiptAnswer {
         duplicate: false,
@@ -739,7 +744,8 @@ mod tests {
                 message_id: "42".into(),
                 status: DeliveryStatus::Read,
                 error: None,
-                at: None
+                at: None,
+                opted_out: false,
             })
         );
         let e = parse(&serde_json::json!({"message_id": "m", "status": "sent"})).unwrap_err();

@@ -3,7 +3,7 @@
 //! too: they share the secret and URL rules.
 
 use super::{Index, check_duration, check_url, delivery};
-use crate::spec::channel::{ChannelSpec, ChannelType};
+use crate::spec::channel::{ChannelSpec, ChannelType, SmtpTls};
 use crate::spec::diagnostic::{Code, Diagnostic};
 use crate::spec::envelope::Document;
 use crate::spec::located::{Located, Pos};
@@ -204,6 +204,27 @@ fn check_provider_settings(spec: &ChannelSpec, out: &mut Vec<Diagnostic>) {
                 "pool_size must be at least 1",
             ));
         }
+        if let Some(ca) = &smtp.ca_file {
+            if ca.value.trim().is_empty() {
+                out.push(Diagnostic::error(
+                    Code::InvalidValue,
+                    &ca.at,
+                    "the email_smtp `ca_file` path is empty",
+                ));
+            }
+            // Without TLS no certificate is ever checked: a `ca_file` there means the
+            // author believes the connection is verified when it is plain text.
+            if smtp.tls.as_ref().is_some_and(|t| t.value == SmtpTls::None) {
+                out.push(
+                    Diagnostic::error(
+                        Code::InvalidValue,
+                        &ca.at,
+                        "the email_smtp `ca_file` needs TLS, but `tls` is `none`",
+                    )
+                    .help("use `tls: starttls` or `tls: implicit`, or remove `ca_file`"),
+                );
+            }
+        }
     }
     if let Some(hook) = &spec.webhook {
         check_url(&hook.url, "the webhook channel `url`", out);
@@ -258,4 +279,53 @@ pub fn is_credential_header(name: &str) -> bool {
         || name.contains("api-key")
         || name.contains("apikey")
         || name.contains("password")
+}
+
+#[cfg(test)]
+mod email_smtp_ca_file {
+    use crate::spec::{Diagnostic, SourceFile, load_sources, validate};
+
+    /// The errors validation reports for one email_smtp channel with `extra` settings.
+    fn errors(extra: &str) -> Vec<Diagnostic> {
+        let text = format!(
+            "apiVersion: herald/v1\nkind: Channel\nmetadata: {{name: mail}}\nspec:\n  \
+             type: email_smtp\n  email_smtp:\n    host: smtp.example.com\n    \
+             from: \"news@acme.example\"\n{extra}"
+        );
+        let loaded = load_sources(vec![SourceFile {
+            path: "channel.yaml".into(),
+            text,
+        }]);
+        validate(loaded, jiff::Timestamp::UNIX_EPOCH)
+            .diagnostics
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .collect()
+    }
+
+    #[test]
+    fn a_ca_file_is_valid_with_tls() {
+        for tls in ["starttls", "implicit"] {
+            let found = errors(&format!("    tls: {tls}\n    ca_file: certs/ca.pem\n"));
+            assert!(found.is_empty(), "{tls}: {found:?}");
+        }
+        assert!(errors("    ca_file: /etc/herald/ca.pem\n").is_empty());
+    }
+
+    #[test]
+    fn a_ca_file_without_tls_is_an_error_naming_the_field() {
+        let found = errors("    tls: none\n    ca_file: certs/ca.pem\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("ca_file"), "{}", found[0].message);
+        assert!(found[0].message.contains("none"), "{}", found[0].message);
+        assert_eq!(found[0].at.as_ref().map(|p| p.line), Some(10));
+    }
+
+    #[test]
+    fn an_empty_ca_file_is_an_error() {
+        let found = errors("    ca_file: \"  \"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("ca_file"), "{}", found[0].message);
+        assert!(found[0].message.contains("empty"), "{}", found[0].message);
+    }
 }

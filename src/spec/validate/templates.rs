@@ -186,6 +186,9 @@ fn check_content_shape(content: &LocaleContent, out: &mut Vec<Diagnostic>) {
     for media in media.into_iter().flatten() {
         check_url(&media.url, "the media `url`", out);
     }
+    if let Some(url) = content.sms.as_ref().and_then(|s| s.media_url.as_ref()) {
+        check_url(url, "the sms `media_url`", out);
+    }
     let buttons = [
         content.whatsapp.as_ref().and_then(|w| w.buttons.as_ref()),
         content.telegram.as_ref().and_then(|t| t.buttons.as_ref()),
