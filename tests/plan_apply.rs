@@ -13,9 +13,19 @@ use sqlx::AssertSqlSafe;
 use tempfile::TempDir;
 
 const NOW: &str = "2026-11-24T12:00:00Z";
-const EXAMPLE_SECRETS: [(&str, &str); 2] = [
+/// What the example's channels read from the environment (the provider channels under
+/// channels/providers/ are used by no campaign: unset, they would only warn).
+const EXAMPLE_SECRETS: [(&str, &str); 10] = [
     ("GATEWAY_SECRET", "gateway-value-never-printed"),
     ("HERALD_WEBHOOK_SECRET", "whsec_never_printed"),
+    ("TWILIO_AUTH_TOKEN", "twilio-token-never-printed"),
+    ("WHATSAPP_TOKEN", "whatsapp-token-never-printed"),
+    ("META_APP_SECRET", "meta-secret-never-printed"),
+    ("WHATSAPP_VERIFY_TOKEN", "verify-token-never-printed"),
+    ("TELEGRAM_BOT_TOKEN", "telegram-token-never-printed"),
+    ("TELEGRAM_WEBHOOK_SECRET", "telegram-secret-never-printed"),
+    ("SMTP_PASSWORD", "smtp-password-never-printed"),
+    ("HERALD_UNSUBSCRIBE_KEY", "unsubscribe-key-never-printed"),
 ];
 
 fn now() -> jiff::Timestamp {
@@ -282,7 +292,7 @@ fn plan_of_the_example_on_an_empty_store_creates_everything_and_creates_no_file(
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("store.db does not exist"), "{out}");
     assert!(
-        out.contains("33 to create, 0 to change, 0 to remove; 8 campaigns touched."),
+        out.contains("38 to create, 0 to change, 0 to remove; 8 campaigns touched."),
         "{out}"
     );
     assert!(out.contains("+ Campaign black-friday-2027"), "{out}");
@@ -379,8 +389,8 @@ async fn the_pull_request_applies_and_its_json_plan_then_says_unchanged() {
     let specs = &specs.iter().find(|(t, _)| t == "specs").unwrap().1;
     assert_eq!(
         specs.len(),
-        34 + 5,
-        "34 versions from revision 1, then 4 changed and 1 new; none deleted"
+        39 + 5,
+        "39 versions from revision 1, then 4 changed and 1 new; none deleted"
     );
 }
 
