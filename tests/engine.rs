@@ -611,6 +611,59 @@ async fn retry_after_is_honoured_and_max_attempts_ends_in_failed_with_the_last_r
     );
 }
 
+/// A provider's request to wait is for the whole account, not one message: after a 429 with
+/// Retry-After, nothing more goes through the channel (the rest of the batch is put back,
+/// its attempts not counted, and no rows are claimed) until the time is up.
+#[tokio::test]
+async fn a_retry_after_holds_the_whole_channel_until_it_is_up() {
+    let told = std::sync::atomic::AtomicBool::new(false);
+    let rx = Receiver::start(move |_, _| {
+        if told.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Answer::Ok
+        } else {
+            Answer::Status(429, Some(30), "too many requests")
+        }
+    })
+    .await;
+    // One request at a time, so the 429 comes before the batch's other sends.
+    let ws = Workspace::new(
+        &site(&rx.url(), "  max_in_flight: 1\n", ""),
+        &sms_contacts(3),
+    )
+    .await;
+    let run = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    assert_eq!(
+        ws.engine.dispatch_once().await.unwrap(),
+        1,
+        "one attempt made"
+    );
+    assert_eq!(rx.hits().len(), 1, "nothing sent after the 429");
+    let (status, reason, attempts) = ws.status_of(run, "c001").await;
+    assert_eq!((status.as_str(), attempts), ("retry", 1));
+    assert!(reason.unwrap().contains("429"));
+    for contact in ["c002", "c003"] {
+        let (status, reason, attempts) = ws.status_of(run, contact).await;
+        assert_eq!((status.as_str(), attempts), ("pending", 0), "{contact}");
+        assert!(reason.unwrap().contains("asked channel gateway to wait"));
+    }
+
+    // Still held: the channel's rows are not even claimed.
+    ws.clock.advance(Duration::from_secs(29));
+    assert_eq!(ws.engine.dispatch_once().await.unwrap(), 0);
+    assert_eq!(rx.hits().len(), 1);
+
+    // Time is up: all three go, each with one more attempt.
+    ws.clock.advance(Duration::from_secs(2));
+    assert_eq!(ws.drain().await, 3);
+    assert_eq!(rx.hits().len(), 4);
+    for (contact, attempts) in [("c001", 2), ("c002", 1), ("c003", 1)] {
+        assert_eq!(
+            ws.status_of(run, contact).await,
+            ("sent".into(), None, attempts)
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_permanent_failure_keeps_the_providers_reason_and_a_provider_opt_out_is_recorded() {
     let rx = Receiver::start(|hit, _| {

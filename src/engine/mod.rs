@@ -7,6 +7,7 @@
 //! windows, renders, sends within the rate limits and the channels' `max_in_flight`, and
 //! records the results in batched transactions. [`Engine::run`] loops it until shutdown.
 
+mod hold;
 mod pinned;
 pub mod rate;
 pub mod window;
@@ -454,7 +455,7 @@ impl Engine {
                 tracing::error!(run = id, errors = ?unbuilt, "a channel of the run cannot be built; its deliveries wait and it is retried");
             }
         }
-        let slots = claim_slots(&runs);
+        let slots = claim_slots(&runs, now);
         let (mut claimed, housekeeping) = self.store().claim(&slots, now).await?;
         if !housekeeping.finished_runs.is_empty() {
             let mut pinned = lock(&self.inner.pinned);
@@ -506,12 +507,19 @@ impl Engine {
             }
         }
         let jobs: Arc<[Job]> = jobs.into();
-        let outcomes = send_all(&jobs).await;
+        let outcomes = send_all(&jobs, &self.inner.clock).await;
         let flush_failed = flush_channels(&jobs).await;
         let recorded_at = self.now();
         for (job, outcome) in jobs.iter().zip(outcomes) {
-            let outcome =
-                outcome.unwrap_or_else(|| SendOutcome::transient("the send task stopped"));
+            let outcome = match outcome {
+                Some(Attempt::Made(outcome)) => outcome,
+                Some(Attempt::Held { until }) => {
+                    attempted -= 1;
+                    results.push(held_back(job, until));
+                    continue;
+                }
+                None => SendOutcome::transient("the send task stopped"),
+            };
             let flush_error = flush_failed.get(&(Arc::as_ptr(&job.handle) as usize));
             results.push(result_of(job, outcome, flush_error, recorded_at));
         }
@@ -1062,9 +1070,10 @@ struct Queue {
 /// the semaphore measured about 2 µs a delivery. Each worker holds one of the channel's
 /// permits (a semaphore shared with the other batches and runs on the channel) while it
 /// finds jobs, so what is in flight stays within `max_in_flight`.
-async fn send_all(jobs: &Arc<[Job]>) -> Vec<Option<SendOutcome>> {
-    let outcomes: Arc<Mutex<Vec<Option<SendOutcome>>>> =
-        Arc::new(Mutex::new(vec![None; jobs.len()]));
+async fn send_all(jobs: &Arc<[Job]>, clock: &Arc<dyn Clock>) -> Vec<Option<Attempt>> {
+    let outcomes: Arc<Mutex<Vec<Option<Attempt>>>> = Arc::new(Mutex::new(
+        std::iter::repeat_with(|| None).take(jobs.len()).collect(),
+    ));
     let mut queues: Vec<(Arc<ChannelHandle>, Vec<usize>)> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         match queues.iter_mut().find(|(h, _)| Arc::ptr_eq(h, &job.handle)) {
@@ -1080,11 +1089,12 @@ async fn send_all(jobs: &Arc<[Job]>) -> Vec<Option<SendOutcome>> {
             jobs: indexes,
         });
         for _ in 0..count {
-            let (jobs, queue, outcomes, handle) = (
+            let (jobs, queue, outcomes, handle, clock) = (
                 jobs.clone(),
                 queue.clone(),
                 outcomes.clone(),
                 handle.clone(),
+                clock.clone(),
             );
             workers.spawn(async move {
                 // One request in flight for as long as this worker finds jobs: handing the
@@ -1093,7 +1103,7 @@ async fn send_all(jobs: &Arc<[Job]>) -> Vec<Option<SendOutcome>> {
                 // batch's queue runs out.
                 let _permit = handle.in_flight.acquire().await;
                 while let Some(&i) = queue.jobs.get(queue.next.fetch_add(1, Ordering::Relaxed)) {
-                    let outcome = send_one(&jobs[i]).await;
+                    let outcome = send_one(&jobs[i], clock.as_ref()).await;
                     lock(&outcomes)[i] = Some(outcome);
                 }
             });
@@ -1107,10 +1117,20 @@ async fn send_all(jobs: &Arc<[Job]>) -> Vec<Option<SendOutcome>> {
     std::mem::take(&mut *lock(&outcomes))
 }
 
+/// What became of one job of a batch.
+enum Attempt {
+    Made(SendOutcome),
+    /// Not sent: the provider had asked the channel to wait until `until` (unix ms).
+    Held {
+        until: i64,
+    },
+}
+
 /// One send within the rate limits, its worker holding one of the channel's in-flight
 /// permits. In-flight first, then the rate: a send leaves the moment its limiters let it,
-/// never queued behind a full channel after that.
-async fn send_one(job: &Job) -> SendOutcome {
+/// never queued behind a full channel after that. Not sent while the channel is held; a
+/// provider's request to wait holds it ([`hold`]).
+async fn send_one(job: &Job, clock: &dyn Clock) -> Attempt {
     let limiters: Vec<&rate::Gcra> = job
         .handle
         .limiter
@@ -1125,10 +1145,49 @@ async fn send_one(job: &Job) -> SendOutcome {
     if waited >= Duration::from_millis(1) {
         crate::metrics::rate_limit_wait(channel, waited);
     }
+    if let Some(until) = job.handle.hold.until(clock.now()) {
+        return Attempt::Held { until };
+    }
     let sending = std::time::Instant::now();
     let outcome = job.handle.channel.send(&job.message).await;
     crate::metrics::provider_latency(channel, sending.elapsed());
-    outcome
+    if let SendOutcome::Transient {
+        retry_after: Some(wait),
+        ..
+    } = &outcome
+        && let Some(until) = job.handle.hold.extend(clock.now(), *wait)
+    {
+        tracing::warn!(
+            channel,
+            wait_s = wait.as_secs_f64(),
+            until = %jiff::Timestamp::from_millisecond(until).unwrap_or_default(),
+            "the provider asked to wait: no sends through the channel until then"
+        );
+    }
+    Attempt::Made(outcome)
+}
+
+/// A job not sent because its channel is held: due again when the hold ends, the attempt
+/// not counted (like a row outside its send window).
+fn held_back(job: &Job, until: i64) -> Recorded {
+    Recorded {
+        id: job.row.id,
+        contact_pk: job.row.contact_pk,
+        medium: job.handle.channel.medium(),
+        status: if job.row.attempts <= 1 {
+            DeliveryStatus::Pending
+        } else {
+            DeliveryStatus::Retry
+        },
+        reason: Some(format!(
+            "not sent: the provider asked channel {} to wait",
+            job.handle.channel.name()
+        )),
+        next_attempt_at: Some(until),
+        provider_message_id: None,
+        attempts_delta: -1,
+        opt_out: false,
+    }
 }
 
 /// Flushes each channel the jobs used, once (retried once): `sent` is recorded only once
@@ -1216,7 +1275,7 @@ fn result_of(
 /// Where to claim from: each running run's channels, with an equal share of [`BATCH`] cut
 /// to what the rate limits let through within [`RATE_HORIZON`] (a channel's capacity split
 /// between the runs using it).
-fn claim_slots(runs: &BTreeMap<RunId, Arc<PinnedRun>>) -> Vec<ClaimSlot> {
+fn claim_slots(runs: &BTreeMap<RunId, Arc<PinnedRun>>, now: jiff::Timestamp) -> Vec<ClaimSlot> {
     let mut users: HashMap<*const rate::Gcra, u32> = HashMap::new();
     let mut count = 0u32;
     for run in runs.values() {
@@ -1246,6 +1305,10 @@ fn claim_slots(runs: &BTreeMap<RunId, Arc<PinnedRun>>) -> Vec<ClaimSlot> {
                 limit = limit.min(cap);
             }
             if let Ok(h) = &c.handle {
+                // The provider asked to wait: the rows stay due in the store.
+                if h.hold.until(now).is_some() {
+                    limit = 0;
+                }
                 if let Some(l) = &h.limiter {
                     let n = users.get(&Arc::as_ptr(l)).copied().unwrap_or(1).max(1);
                     let cap = l.capacity_within(RATE_HORIZON);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use tokio::sync::Semaphore;
 
+use super::hold::Hold;
 use super::rate::Gcra;
 use super::window::Window;
 use crate::channels::{self, Channel};
@@ -35,6 +36,8 @@ pub struct ChannelHandle {
     pub limiter: Option<Arc<Gcra>>,
     pub in_flight: Arc<Semaphore>,
     pub window: Option<Window>,
+    /// Set when the provider asks to wait; shared by every version of the channel.
+    pub hold: Arc<Hold>,
 }
 
 /// Shared limits, keyed so that every run sending through a channel (or of a campaign)
@@ -49,6 +52,8 @@ pub struct Shared {
     pub channel_limits: BTreeMap<String, (i64, Arc<Gcra>)>,
     /// channel name → (the limit it was sized for, requests in flight).
     pub in_flight: BTreeMap<String, (usize, Arc<Semaphore>)>,
+    /// channel name → its hold (the provider asked to wait).
+    pub holds: BTreeMap<String, Arc<Hold>>,
     /// (campaign, interval) → limiter.
     pub campaign_limits: BTreeMap<(String, Duration), Arc<Gcra>>,
     /// The daemon's `--public-url`: channels that call back or link to herald (Twilio's
@@ -314,11 +319,13 @@ fn channel_handle(
         Some(w) => Some(Window::from_spec(w)?),
         None => None,
     };
+    let hold = shared.holds.entry(name.to_string()).or_default().clone();
     let handle = Arc::new(ChannelHandle {
         channel,
         limiter,
         in_flight,
         window,
+        hold,
     });
     shared.channels.insert(key, handle.clone());
     Ok(handle)
