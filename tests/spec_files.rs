@@ -44,6 +44,54 @@ fn the_example_directory_is_valid_without_warnings() {
     }
 }
 
+/// The example's provider channels build once their credentials are there: their
+/// settings (SIDs, numbers, addresses, ids) are what the provider modules accept. In the
+/// example the credentials come from the environment; here each `${env:NAME}` reads a file
+/// instead, so the test needs no environment. (In a runtime: the SMTP pool spawns.)
+#[tokio::test]
+async fn the_examples_provider_channels_build_with_their_credentials() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    let providers = repo("campaigns.example/channels/providers");
+    for entry in std::fs::read_dir(&providers).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        while let Some(start) = text.find("${env:") {
+            let end = start + text[start..].find('}').unwrap();
+            let name = text[start + 6..end].to_string();
+            std::fs::write(dir.join("secrets").join(&name), format!("dummy_{name}")).unwrap();
+            text.replace_range(start..=end, &format!("${{file:secrets/{name}}}"));
+        }
+        std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
+    }
+    let loaded = spec::load_dir(dir).unwrap();
+    let resolver = herald::secrets::SecretResolver::new(dir);
+    let mut built = Vec::new();
+    for object in &loaded.objects {
+        if let spec::Object::Channel(channel) = object {
+            let name = &channel.metadata.name.value;
+            let c = herald::channels::build(name, &channel.spec, &resolver)
+                .unwrap_or_else(|e| panic!("channel {name} does not build: {e}"));
+            built.push(format!("{name} ({})", c.medium()));
+        }
+    }
+    built.sort();
+    assert_eq!(
+        built,
+        [
+            "email (email)",
+            "telegram (telegram)",
+            "twilio-sms (sms)",
+            "twilio-whatsapp (whatsapp)",
+            "whatsapp-cloud (whatsapp)"
+        ]
+    );
+}
+
 #[test]
 fn the_example_directory_stays_valid_as_time_passes() {
     // A one-off campaign that already ran is history: a warning, never an error.
