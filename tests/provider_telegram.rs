@@ -1,9 +1,13 @@
 //! The `telegram` channel through the real binary, against a fake Bot API on 127.0.0.1
-//! that checks each request as Telegram documents it (POST /bot<token>/sendMessage, JSON
-//! with chat_id, text, parse_mode, reply_markup.inline_keyboard) and replays Telegram's
-//! documented answers: a 429 with `parameters.retry_after`, a 403 "bot was blocked by the
-//! user", and `{"ok": true, "result": {"message_id": N}}`. Then Bot API updates come back
-//! to /v1/inbound/{channel} with the right, a wrong and no secret token header.
+//! that checks each request as Telegram documents it (POST /bot<token>/<method> for
+//! sendMessage, sendPhoto, sendDocument, sendAudio and sendVideo, JSON with chat_id, the
+//! text or the media's URL in the field named after it, caption, parse_mode,
+//! reply_markup.inline_keyboard) and replays Telegram's documented answers: a 429 with
+//! `parameters.retry_after`, a 403 "bot was blocked by the user", a 400 for a request
+//! without its text or media, a 404 for any other method, and `{"ok": true, "result":
+//! Message}`. Then Bot API updates come back to /v1/inbound/{channel} with the right, a
+//! wrong and no secret token header; button presses are answered with an
+//! answerCallbackQuery method call in the webhook's answer.
 
 #[path = "support/server.rs"]
 mod server;
@@ -25,6 +29,23 @@ const ANA: i64 = 1001;
 const LUIS: i64 = 1002;
 const ROSA: i64 = 1003;
 const RETRY_AFTER_SECONDS: u64 = 3;
+
+/// One chat per media campaign (contact ids `m-<campaign>`), outside the promo's audience
+/// so that the chats above keep their request counts.
+const PHOTO: i64 = 2001;
+const DOCUMENT: i64 = 2002;
+const AUDIO: i64 = 2003;
+const VIDEO: i64 = 2004;
+
+/// The Bot API methods herald may call, each with the field that must carry the message
+/// (the text, or the media's URL for Telegram to fetch).
+const METHODS: [(&str, &str); 5] = [
+    ("sendMessage", "text"),
+    ("sendPhoto", "photo"),
+    ("sendDocument", "document"),
+    ("sendAudio", "audio"),
+    ("sendVideo", "video"),
+];
 
 /// A request the fake Bot API got, with when.
 #[derive(Clone, Debug)]
@@ -53,7 +74,7 @@ impl FakeBotApi {
                     let chat = body["chat_id"].as_i64().unwrap_or_default();
                     let mut got = got.lock().unwrap();
                     got.push(Got {
-                        method,
+                        method: method.clone(),
                         path: uri.path().to_string(),
                         content_type: headers
                             .get("content-type")
@@ -67,10 +88,26 @@ impl FakeBotApi {
                         .iter()
                         .filter(|g| g.body["chat_id"].as_i64() == Some(chat))
                         .count();
-                    if uri.path() != format!("/bot{TOKEN}/sendMessage") {
+                    let called = uri
+                        .path()
+                        .strip_prefix(&format!("/bot{TOKEN}/"))
+                        .and_then(|m| METHODS.iter().find(|(name, _)| *name == m));
+                    let Some(&(called, field)) = called.filter(|_| method == Method::POST) else {
                         return (
                             StatusCode::NOT_FOUND,
                             axum::Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+                        )
+                            .into_response();
+                    };
+                    // Telegram's own words for a request without its text or media.
+                    if body[field].as_str().is_none_or(str::is_empty) {
+                        let description = match field {
+                            "text" => "Bad Request: message text is empty".to_string(),
+                            _ => format!("Bad Request: there is no {field} in the request"),
+                        };
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({"ok": false, "error_code": 400, "description": description})),
                         )
                             .into_response();
                     }
@@ -88,13 +125,11 @@ impl FakeBotApi {
                                 "description": "Forbidden: bot was blocked by the user"})),
                         )
                             .into_response(),
-                        _ => axum::Json(json!({"ok": true, "result": {
-                            "message_id": 500 + earlier,
-                            "from": {"id": 123456, "is_bot": true, "first_name": "Acme"},
-                            "chat": {"id": chat, "type": "private"},
-                            "date": 1_764_000_000,
-                            "text": body["text"],
-                        }}))
+                        _ => axum::Json(json!({"ok": true, "result": sent_message(
+                            called,
+                            500 + earlier as i64,
+                            &body,
+                        )}))
                         .into_response(),
                     }
                 }
@@ -115,6 +150,56 @@ impl FakeBotApi {
             .cloned()
             .collect()
     }
+}
+
+/// The Message a send method answers with, as the Bot API documents it: the text, or the
+/// media object Telegram made from the URL (with the caption).
+fn sent_message(method: &str, message_id: i64, request: &Value) -> Value {
+    let mut message = json!({
+        "message_id": message_id,
+        "from": {"id": 123456, "is_bot": true, "first_name": "Acme", "username": "acme_bot"},
+        "chat": {"id": request["chat_id"], "first_name": "X", "type": "private"},
+        "date": 1_764_000_000,
+    });
+    let file = |unique: &str| {
+        json!({"file_id": format!("BQACAgEAAxkDAAI{unique}{message_id}"),
+        "file_unique_id": format!("AgAD{unique}{message_id}")})
+    };
+    match method {
+        "sendMessage" => message["text"] = request["text"].clone(),
+        "sendPhoto" => {
+            let mut size = file("p");
+            size["width"] = json!(320);
+            size["height"] = json!(240);
+            message["photo"] = json!([size]);
+        }
+        "sendDocument" => {
+            let mut document = file("d");
+            document["file_name"] = json!("f.pdf");
+            document["mime_type"] = json!("application/pdf");
+            message["document"] = document;
+        }
+        "sendAudio" => {
+            let mut audio = file("a");
+            audio["duration"] = json!(12);
+            audio["mime_type"] = json!("audio/mpeg");
+            message["audio"] = audio;
+        }
+        _ => {
+            let mut video = file("v");
+            for (k, v) in [("width", 640), ("height", 360), ("duration", 9)] {
+                video[k] = json!(v);
+            }
+            message["video"] = video;
+        }
+    }
+    if let Some(caption) = request.get("caption") {
+        message["caption"] = caption.clone();
+    }
+    if let Some(markup) = request.get("reply_markup") {
+        message["reply_markup"] = markup.clone();
+    }
+    message
 }
 
 fn site(dir: &std::path::Path, api: &FakeBotApi) {
@@ -153,10 +238,54 @@ spec:
       - {{text: "Me interesa", reply: "YES"}}
 ---
 apiVersion: herald/v1
+kind: Segment
+metadata: {{name: media-chats}}
+spec:
+  match: {{field: id, op: starts_with, value: "m-"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: photo}}
+spec:
+  telegram:
+    media:
+      type: image
+      url: "https://cdn.acme.example/p/{{{{ contact.id }}}}.jpg"
+      caption: "<b>Oferta</b> para {{{{ contact.name }}}}"
+    buttons:
+      - {{text: "Comprar", url: "https://acme.example/buy"}}
+      - {{text: "Me interesa", reply: "YES"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: document}}
+spec:
+  telegram:
+    text: "Tu factura, {{{{ contact.name }}}}"
+    media: {{type: document, url: "https://cdn.acme.example/f/2026-11.pdf", filename: "factura.pdf"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: audio}}
+spec:
+  telegram:
+    text: "Hola {{{{ contact.name }}}}"
+    media: {{type: audio, url: "https://cdn.acme.example/a/saludo.mp3", caption: "Escucha, {{{{ contact.name }}}}"}}
+    buttons:
+      - {{text: "Más", reply: "MORE"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: video}}
+spec:
+  telegram:
+    media: {{type: video, url: "https://cdn.acme.example/v/demo.mp4"}}
+{media_campaigns}---
+apiVersion: herald/v1
 kind: Campaign
 metadata: {{name: promo}}
 spec:
-  audience: {{segment: all-contacts}}
+  audience: {{segment: all-contacts, exclude: [media-chats]}}
   channels: {{strategy: specific, use: [tg]}}
   template: hello
   schedule: {{now: true}}
@@ -167,9 +296,39 @@ spec:
     - {{match: '^YES$', tag: interested}}
 "#,
             addr = api.addr,
+            media_campaigns = MEDIA_CAMPAIGNS
+                .iter()
+                .map(|name| media_campaign(name))
+                .collect::<String>(),
         ),
     )
     .unwrap();
+}
+
+/// The campaigns that send media, each with its template of the same name to the one
+/// contact `m-<name>`.
+const MEDIA_CAMPAIGNS: [&str; 4] = ["photo", "document", "audio", "video"];
+
+fn media_campaign(name: &str) -> String {
+    format!(
+        r#"---
+apiVersion: herald/v1
+kind: Segment
+metadata: {{name: m-{name}}}
+spec:
+  match: {{field: id, op: eq, value: m-{name}}}
+---
+apiVersion: herald/v1
+kind: Campaign
+metadata: {{name: {name}}}
+spec:
+  audience: {{segment: m-{name}}}
+  channels: {{strategy: specific, use: [tg]}}
+  template: {name}
+  schedule: {{now: true}}
+  consent: not_required
+"#
+    )
 }
 
 struct World {
@@ -187,7 +346,11 @@ impl World {
         let contacts = scratch.path().join("contacts.csv");
         std::fs::write(
             &contacts,
-            format!("id,name,telegram\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\n"),
+            format!(
+                "id,name,telegram\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\n\
+                 m-photo,Pia,{PHOTO}\nm-document,Doro,{DOCUMENT}\nm-audio,Aldo,{AUDIO}\n\
+                 m-video,Vera,{VIDEO}\n"
+            ),
         )
         .unwrap();
         let db = scratch.path().join("herald.db");
@@ -230,14 +393,24 @@ impl World {
 
     /// (status, reason, provider_message_id, attempts) of the promo delivery to `contact`.
     async fn delivery(&self, contact: &str) -> (String, Option<String>, Option<String>, i64) {
+        self.delivery_of("promo", contact).await
+    }
+
+    /// (status, reason, provider_message_id, attempts) of `campaign`'s delivery to `contact`.
+    async fn delivery_of(
+        &self,
+        campaign: &str,
+        contact: &str,
+    ) -> (String, Option<String>, Option<String>, i64) {
         // The run snapshots its deliveries shortly after it starts: wait for the row.
         let started = std::time::Instant::now();
         let r = loop {
             let mut db = self.db().await;
             let found = sqlx::query(
                 "SELECT d.status, d.reason, d.provider_message_id, d.attempts FROM deliveries d \
-                 JOIN runs r ON r.id = d.run_id WHERE r.campaign = 'promo' AND d.contact_id = ?",
+                 JOIN runs r ON r.id = d.run_id WHERE r.campaign = ? AND d.contact_id = ?",
             )
+            .bind(campaign)
             .bind(contact)
             .fetch_optional(&mut db)
             .await
@@ -385,6 +558,91 @@ async fn a_campaign_goes_out_through_the_bot_api_honouring_429_and_blocked_users
 }
 
 #[tokio::test]
+async fn media_go_out_through_send_photo_document_audio_and_video() {
+    let world = World::start().await;
+    world
+        .wait_for("the four media messages to be sent", || async {
+            let mut sent = true;
+            for name in MEDIA_CAMPAIGNS {
+                sent &= world.delivery_of(name, &format!("m-{name}")).await.0 == "sent";
+            }
+            sent
+        })
+        .await;
+
+    let keyboard = json!({"inline_keyboard": [
+        [{"text": "Comprar", "url": "https://acme.example/buy"}],
+        [{"text": "Me interesa", "callback_data": "YES"}]
+    ]});
+    let expected = [
+        // The media's own caption; the buttons as the inline keyboard, as under a text.
+        (
+            PHOTO,
+            "sendPhoto",
+            json!({
+                "chat_id": PHOTO,
+                "photo": "https://cdn.acme.example/p/m-photo.jpg",
+                "caption": "<b>Oferta</b> para Pia",
+                "parse_mode": "HTML",
+                "reply_markup": keyboard,
+            }),
+        ),
+        // No caption of its own: the template's text is the caption. Telegram takes no
+        // file name for a document sent by URL (it names it after the URL), so none goes.
+        (
+            DOCUMENT,
+            "sendDocument",
+            json!({
+                "chat_id": DOCUMENT,
+                "document": "https://cdn.acme.example/f/2026-11.pdf",
+                "caption": "Tu factura, Doro",
+                "parse_mode": "HTML",
+            }),
+        ),
+        // The media's caption wins over the text, which is not sent.
+        (
+            AUDIO,
+            "sendAudio",
+            json!({
+                "chat_id": AUDIO,
+                "audio": "https://cdn.acme.example/a/saludo.mp3",
+                "caption": "Escucha, Aldo",
+                "parse_mode": "HTML",
+                "reply_markup": {"inline_keyboard": [[{"text": "Más", "callback_data": "MORE"}]]},
+            }),
+        ),
+        // Neither caption nor text: no caption field at all.
+        (
+            VIDEO,
+            "sendVideo",
+            json!({
+                "chat_id": VIDEO,
+                "video": "https://cdn.acme.example/v/demo.mp4",
+                "parse_mode": "HTML",
+            }),
+        ),
+    ];
+    for (chat, method, body) in expected {
+        let got = world.api.got_for(chat);
+        assert_eq!(got.len(), 1, "one request for chat {chat}: {got:?}");
+        assert_eq!(got[0].method, Method::POST);
+        assert_eq!(got[0].path, format!("/bot{TOKEN}/{method}"));
+        assert!(
+            got[0].content_type.starts_with("application/json"),
+            "{}",
+            got[0].content_type
+        );
+        assert_eq!(got[0].body, body, "{method}");
+    }
+    for (name, chat) in MEDIA_CAMPAIGNS.iter().zip([PHOTO, DOCUMENT, AUDIO, VIDEO]) {
+        let (_, _, id, attempts) = world.delivery_of(name, &format!("m-{name}")).await;
+        assert_eq!(id.as_deref(), Some(&*format!("{chat}:501")), "{name}");
+        assert_eq!(attempts, 1, "{name}");
+    }
+    assert!(!world.herald.log_text().contains(TOKEN));
+}
+
+#[tokio::test]
 async fn updates_are_checked_by_their_secret_token_and_recorded_as_replies() {
     let world = World::start().await;
     world
@@ -428,15 +686,37 @@ async fn updates_are_checked_by_their_secret_token_and_recorded_as_replies() {
         "from": {"id": ANA, "is_bot": false, "first_name": "Ana"},
         "message": {"message_id": 502, "chat": {"id": ANA, "type": "private"}, "date": 1_764_000_000},
         "chat_instance": "-1", "data": "YES"}});
+    // The webhook's answer is the answerCallbackQuery call that stops the button's progress
+    // indicator, exactly as the Bot API takes a method call in a webhook's answer.
+    let answered =
+        json!({"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2d9"});
+    let before = world.inbound_events().await;
     let (status, answer) = world.update("tg", &press, Some(WEBHOOK_SECRET)).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["contact_id"], "c-1");
-    assert_eq!(answer["tagged"], json!(["interested"]));
+    assert_eq!(answer, answered);
     assert_eq!(world.tags("c-1").await, vec!["interested".to_string()]);
-    // Telegram re-sends an update it got no 2xx for: the repeat changes nothing.
+    assert_eq!(world.inbound_events().await, before + 1);
+    assert!(
+        world.telegram_state("c-1").await.2.is_some(),
+        "the press is recorded as Ana's reply"
+    );
+    // Telegram re-sends an update it got no 2xx for: the repeat is answered again (the
+    // first answer may be what got lost) and changes nothing.
     let (status, answer) = world.update("tg", &press, Some(WEBHOOK_SECRET)).await;
     assert_eq!(status, 200);
-    assert_eq!(answer["duplicate"], true);
+    assert_eq!(answer, answered);
+    assert_eq!(world.inbound_events().await, before + 1);
+    // A press herald has no use for (a game button: no `data`) still stops the spinner.
+    let game = json!({"update_id": 9006, "callback_query": {"id": "4382bfdwdsb323b2e0",
+        "from": {"id": ANA, "is_bot": false, "first_name": "Ana"},
+        "chat_instance": "-1", "game_short_name": "tetris"}});
+    let (status, answer) = world.update("tg", &game, Some(WEBHOOK_SECRET)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2e0"})
+    );
+    assert_eq!(world.inbound_events().await, before + 1);
 
     // /stop (also addressed to the bot by name) opts the contact out of telegram.
     let (status, answer) = world

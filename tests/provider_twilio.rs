@@ -41,6 +41,8 @@ const ANA: &str = "+51911111111";
 const LUIS: &str = "+51922222222";
 const ROSA: &str = "+51933333333";
 const PEDRO: &str = "+51944444444";
+/// The only contact of the channel that sends through a Messaging Service alone.
+const EVA: &str = "+51955555555";
 
 /// A request the fake Messages API got.
 #[derive(Clone, Debug)]
@@ -227,6 +229,23 @@ spec:
 ---
 apiVersion: herald/v1
 kind: Channel
+metadata: {{name: sms-mss}}
+spec:
+  type: sms_twilio
+  sms_twilio:
+    account_sid: {ACCOUNT_SID}
+    auth_token: "${{env:TWILIO_AUTH_TOKEN}}"
+    messaging_service_sid: {MESSAGING_SERVICE_SID}
+    base_url: "http://{addr}"
+---
+apiVersion: herald/v1
+kind: Segment
+metadata: {{name: mss-only}}
+spec:
+  match: {{field: id, op: eq, value: c-5}}
+---
+apiVersion: herald/v1
+kind: Channel
 metadata: {{name: wa}}
 spec:
   type: whatsapp_twilio
@@ -263,7 +282,7 @@ apiVersion: herald/v1
 kind: Campaign
 metadata: {{name: promo-sms}}
 spec:
-  audience: {{segment: all-contacts}}
+  audience: {{segment: all-contacts, exclude: [mss-only]}}
   channels: {{strategy: specific, use: [sms]}}
   template: promo-nov
   schedule: {{now: true}}
@@ -275,7 +294,7 @@ apiVersion: herald/v1
 kind: Campaign
 metadata: {{name: promo-wa}}
 spec:
-  audience: {{segment: all-contacts}}
+  audience: {{segment: all-contacts, exclude: [mss-only]}}
   channels: {{strategy: specific, use: [wa]}}
   template: promo-nov
   schedule: {{now: true}}
@@ -287,9 +306,19 @@ apiVersion: herald/v1
 kind: Campaign
 metadata: {{name: invoice}}
 spec:
-  audience: {{segment: all-contacts}}
+  audience: {{segment: all-contacts, exclude: [mss-only]}}
   channels: {{strategy: specific, use: [wa]}}
   template: invoice
+  schedule: {{now: true}}
+  consent: not_required
+---
+apiVersion: herald/v1
+kind: Campaign
+metadata: {{name: promo-mss}}
+spec:
+  audience: {{segment: mss-only}}
+  channels: {{strategy: specific, use: [sms-mss]}}
+  template: promo-nov
   schedule: {{now: true}}
   consent: not_required
 "#,
@@ -316,7 +345,8 @@ impl World {
         std::fs::write(
             &contacts,
             format!(
-                "id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\nc-4,Pedro,{PEDRO}\n"
+                "id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\nc-4,Pedro,{PEDRO}\n\
+                 c-5,Eva,{EVA}\n"
             ),
         )
         .unwrap();
@@ -341,6 +371,7 @@ impl World {
                     ("promo-sms", "c-2", "failed"),
                     ("promo-sms", "c-3", "sent"),
                     ("promo-sms", "c-4", "sent"),
+                    ("promo-mss", "c-5", "sent"),
                 ] {
                     done &= world.delivery(campaign, contact).await.0 == status;
                 }
@@ -398,6 +429,21 @@ impl World {
             Some(r) => (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)),
             None => ("none".into(), None, None, 0, None),
         }
+    }
+
+    /// The read_at of `campaign`'s delivery to `contact`.
+    async fn read_at(&self, campaign: &str, contact: &str) -> Option<i64> {
+        let mut db = self.db().await;
+        sqlx::query_scalar(
+            "SELECT d.read_at FROM deliveries d JOIN runs r ON r.id = d.run_id \
+             WHERE r.campaign = ? AND d.contact_id = ?",
+        )
+        .bind(campaign)
+        .bind(contact)
+        .fetch_optional(&mut db)
+        .await
+        .unwrap()
+        .flatten()
     }
 
     /// A contact's opted_out_at on `medium`.
@@ -488,6 +534,11 @@ fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// Borrowed pairs of owned form parameters, as `signed` takes them.
+fn pairs<'a>(params: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    params.iter().map(|(n, v)| (*n, v.as_str())).collect()
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
@@ -549,6 +600,34 @@ async fn sms_goes_out_through_the_messages_api_with_errors_mapped() {
         assert_eq!(world.opted_out_at(contact, "sms").await, None);
     }
 
+    // A channel with a Messaging Service and no `from`: Twilio picks the sender from the
+    // service's pool, so the form names the service and no From at all.
+    let eva = world.api.got_for(EVA);
+    assert_eq!(eva.len(), 1, "{eva:?}");
+    assert_eq!(eva[0].method, Method::POST);
+    assert_eq!(
+        eva[0].path,
+        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json")
+    );
+    assert_eq!(eva[0].authorization, format!("Basic {basic}"));
+    assert_eq!(eva[0].content_type, "application/x-www-form-urlencoded");
+    assert_eq!(
+        eva[0].names(),
+        vec!["Body", "MediaUrl", "MessagingServiceSid", "To"],
+        "no From, and no StatusCallback without a public URL"
+    );
+    assert_eq!(
+        eva[0].field("MessagingServiceSid"),
+        Some(MESSAGING_SERVICE_SID)
+    );
+    assert_eq!(eva[0].field("To"), Some(EVA));
+    assert_eq!(
+        eva[0].field("Body"),
+        Some("Hola Eva: 20% este viernes. STOP para salir")
+    );
+    let (_, _, sid, _, _) = world.delivery("promo-mss", "c-5").await;
+    assert_eq!(sid, Some(message_sid(EVA, 1)));
+
     assert!(!world.herald.log_text().contains(AUTH_TOKEN));
     assert!(!world.herald.log_text().contains(&basic));
 }
@@ -603,7 +682,9 @@ async fn whatsapp_goes_out_as_a_content_template_or_text_and_media() {
 
 #[tokio::test]
 async fn signed_status_callbacks_move_deliveries_and_others_change_nothing() {
-    let world = World::start(None).await;
+    // The daemon's public URL lets the wa channel (which has none of its own) check
+    // signatures; the sms channel keeps signing over its own `public_url`.
+    let world = World::start(Some(DAEMON_PUBLIC_URL)).await;
     let events = world.inbound_events().await;
     let ana_sid = message_sid(ANA, 1);
     let delivered = [
@@ -697,6 +778,69 @@ async fn signed_status_callbacks_move_deliveries_and_others_change_nothing() {
     assert_eq!(world.delivery("promo-sms", "c-4").await.0, "failed");
     assert!(world.opted_out_at("c-4", "sms").await.is_some());
     assert_eq!(world.opted_out_at("c-4", "whatsapp").await, None);
+
+    // WhatsApp's `read`, as Twilio posts it for a WhatsApp sender: sent → read, skipping
+    // delivered; a late `delivered` does not move it back.
+    let (_, _, ana_wa_sid, _, _) = world.delivery("promo-wa", "c-1").await;
+    let ana_wa_sid = ana_wa_sid.expect("the promo-wa message's sid");
+    // Owned (name, value) pairs, since the sid and addresses are built at run time.
+    let whatsapp_status = |sid: &str, to: &str, status: &str, error: Option<(&str, &str)>| {
+        let mut params = vec![
+            ("AccountSid", ACCOUNT_SID.to_string()),
+            ("ApiVersion", "2010-04-01".to_string()),
+            ("ChannelPrefix", "whatsapp".to_string()),
+            ("ChannelToAddress", to.to_string()),
+            ("From", format!("whatsapp:{WHATSAPP_FROM}")),
+            ("MessageSid", sid.to_string()),
+            ("MessageStatus", status.to_string()),
+            ("SmsSid", sid.to_string()),
+            ("SmsStatus", status.to_string()),
+            ("To", format!("whatsapp:{to}")),
+        ];
+        if let Some((code, message)) = error {
+            params.push(("ErrorCode", code.to_string()));
+            params.push(("ErrorMessage", message.to_string()));
+        }
+        params
+    };
+    let read = whatsapp_status(&ana_wa_sid, ANA, "read", None);
+    let (status, _, body) = world.signed(DAEMON_PUBLIC_URL, "wa", &pairs(&read)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["status"], "read");
+    assert_eq!(world.delivery("promo-wa", "c-1").await.0, "read");
+    assert!(world.read_at("promo-wa", "c-1").await.is_some());
+    let late = whatsapp_status(&ana_wa_sid, ANA, "delivered", None);
+    let (status, _, body) = world.signed(DAEMON_PUBLIC_URL, "wa", &pairs(&late)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        world.delivery("promo-wa", "c-1").await.0,
+        "read",
+        "a receipt never moves a delivery back"
+    );
+
+    // `failed` (Twilio could not send it: here 63016, the WhatsApp window is closed):
+    // failed, the code and Twilio's message as the reason; not an opt-out.
+    let (_, _, luis_wa_sid, _, _) = world.delivery("invoice", "c-2").await;
+    let luis_wa_sid = luis_wa_sid.expect("the invoice message's sid");
+    let failed = whatsapp_status(
+        &luis_wa_sid,
+        LUIS,
+        "failed",
+        Some((
+            "63016",
+            "Failed to send freeform message because you are outside the allowed window.",
+        )),
+    );
+    let (status, _, body) = world.signed(DAEMON_PUBLIC_URL, "wa", &pairs(&failed)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status_now, reason, _, _, _) = world.delivery("invoice", "c-2").await;
+    assert_eq!(status_now, "failed");
+    let reason = reason.unwrap_or_default();
+    assert!(reason.contains("63016"), "{reason}");
+    assert!(reason.contains("outside the allowed window"), "{reason}");
+    assert_eq!(world.opted_out_at("c-2", "whatsapp").await, None);
+    // The invoice's other message (Ana's) is untouched.
+    assert_eq!(world.delivery("invoice", "c-1").await.0, "sent");
 
     // A message herald never sent: 404.
     let unknown = [

@@ -1,11 +1,14 @@
 //! The `whatsapp_cloud` channel through the real binary, against a fake Graph API on
 //! 127.0.0.1 that checks each request as Meta documents it (POST
 //! /{version}/{phone-number-id}/messages, `Authorization: Bearer`, JSON with
-//! messaging_product, recipient_type, to, type and the template) and replays Meta's
-//! documented answers: `{"messages": [{"id": "wamid..."}]}`, error 131047 (re-engagement
-//! window closed: permanent) and 130429 (throughput: retried). Then Meta's webhook comes
-//! back: the GET verification handshake, and notifications signed in X-Hub-Signature-256
-//! right, wrong and not at all.
+//! messaging_product, recipient_type, to, type and the object named by type; 404 with a
+//! Graph error for another path or method) and replays Meta's documented answers:
+//! `{"messages": [{"id": "wamid..."}]}`, error 131047 (re-engagement window closed:
+//! permanent) and 130429 (throughput: retried). Every message form herald sends (template,
+//! text, media by link, reply buttons, a cta_url button, a list) goes through it and its
+//! whole body is compared with Meta's documented shape. Then Meta's webhook comes back:
+//! the GET verification handshake, and notifications signed in X-Hub-Signature-256 (the
+//! HMAC computed here from Meta's description, not by herald) right, wrong and not at all.
 
 #[path = "support/server.rs"]
 mod server;
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use herald::channels::whatsapp_cloud::signature;
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use server::{Herald, Options};
 use sqlx::Row;
@@ -31,6 +34,28 @@ const ANA: &str = "+51911111111";
 const LUIS: &str = "+51922222222";
 const ROSA: &str = "+51933333333";
 const PEDRO: &str = "+51944444444";
+
+/// One contact per message form, outside the promo's audience (ids start with `wa-`),
+/// each sent by the campaign of the same name with the template of the same name:
+/// (campaign and contact id, name, phone).
+const SHOWCASE: [(&str, &str, &str); 10] = [
+    ("wa-text", "Tina", "+51960000001"),
+    ("wa-image", "Ines", "+51960000002"),
+    ("wa-video", "Vico", "+51960000003"),
+    ("wa-audio", "Aldo", "+51960000004"),
+    ("wa-document", "Doro", "+51960000005"),
+    ("wa-buttons", "Bea", "+51960000006"),
+    ("wa-cta", "Ciro", "+51960000007"),
+    ("wa-list", "Lia", "+51960000008"),
+    ("wa-template-media", "Tito", "+51960000010"),
+    // An audio with a text: WhatsApp takes no caption on audio, so herald refuses it
+    // before any request.
+    ("wa-audio-text", "Olga", "+51960000009"),
+];
+
+fn showcase_phone(campaign: &str) -> &'static str {
+    SHOWCASE.iter().find(|(c, _, _)| *c == campaign).unwrap().2
+}
 
 #[derive(Clone, Debug)]
 struct Got {
@@ -82,6 +107,47 @@ impl FakeGraphApi {
                         return (
                             StatusCode::UNAUTHORIZED,
                             axum::Json(graph_error(190, "Invalid OAuth access token.")),
+                        )
+                            .into_response();
+                    }
+                    let path = got.last().unwrap().path.clone();
+                    if got.last().unwrap().method != Method::POST
+                        || path != format!("/v21.0/{PHONE_NUMBER_ID}/messages")
+                    {
+                        return (
+                            StatusCode::NOT_FOUND,
+                            axum::Json(json!({"error": {
+                                "message": format!("Unsupported request. Object with ID '{}' does not exist, cannot be loaded due to missing permissions, or does not support this operation.", path.trim_start_matches('/')),
+                                "type": "GraphMethodException", "code": 100, "error_subcode": 33,
+                                "fbtrace_id": "AvBz1mH4xN2kQf7Ql0Gd9tE"}})),
+                        )
+                            .into_response();
+                    }
+                    // Every message names its type and carries the object of that name.
+                    let kind = body["type"].as_str().unwrap_or_default();
+                    if body["messaging_product"] != "whatsapp"
+                        || to.is_empty()
+                        || kind.is_empty()
+                        || !body[kind].is_object()
+                    {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(graph_error(100, "(#100) Invalid parameter")),
+                        )
+                            .into_response();
+                    }
+                    // Two rules of Meta's that a body can break: audio takes no caption,
+                    // and a list of several sections needs a title on each.
+                    let sections = body["interactive"]["action"]["sections"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    if !body["audio"]["caption"].is_null()
+                        || (sections.len() > 1 && sections.iter().any(|s| s["title"].is_null()))
+                    {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(graph_error(131009, "(#131009) Parameter value is not valid")),
                         )
                             .into_response();
                     }
@@ -154,10 +220,116 @@ spec:
       buttons: ["YES"]
 ---
 apiVersion: herald/v1
+kind: Segment
+metadata: {{name: showcase}}
+spec:
+  match: {{field: id, op: starts_with, value: "wa-"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-text}}
+spec:
+  whatsapp:
+    text: "Hola {{{{ contact.name }}}}, tu pedido: https://acme.example/o/{{{{ contact.id }}}}"
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-image}}
+spec:
+  whatsapp:
+    text: "Mira la oferta"
+    media:
+      type: image
+      url: "https://cdn.acme.example/p/{{{{ contact.id }}}}.jpg"
+      caption: "Oferta para {{{{ contact.name }}}}"
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-video}}
+spec:
+  whatsapp:
+    text: "Mira el video, {{{{ contact.name }}}}"
+    media: {{type: video, url: "https://cdn.acme.example/v/demo.mp4"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-audio}}
+spec:
+  whatsapp:
+    media: {{type: audio, url: "https://cdn.acme.example/a/saludo.ogg"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-audio-text}}
+spec:
+  whatsapp:
+    text: "Escucha esto"
+    media: {{type: audio, url: "https://cdn.acme.example/a/saludo.ogg"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-document}}
+spec:
+  whatsapp:
+    media:
+      type: document
+      url: "https://cdn.acme.example/f/2026-11.pdf"
+      caption: "Factura de noviembre"
+      filename: "factura-{{{{ contact.id }}}}.pdf"
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-buttons}}
+spec:
+  whatsapp:
+    text: "¿Te interesa, {{{{ contact.name }}}}?"
+    media: {{type: image, url: "https://cdn.acme.example/p/promo.jpg"}}
+    buttons:
+      - {{text: "Sí", reply: "YES"}}
+      - {{text: "No"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-cta}}
+spec:
+  whatsapp:
+    text: "Tu pedido está en camino"
+    buttons:
+      - {{text: "Seguir pedido", url: "https://acme.example/track/{{{{ contact.id }}}}"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-list}}
+spec:
+  whatsapp:
+    text: "Elige tu plan, {{{{ contact.name }}}}"
+    list:
+      button: "Ver planes"
+      sections:
+        - title: "Planes"
+          rows:
+            - {{id: plan-basic, title: "Básico", description: "1 línea"}}
+            - {{id: plan-pro, title: "Pro"}}
+        - title: "Ayuda"
+          rows:
+            - {{id: talk, title: "Hablar con alguien"}}
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-template-media}}
+spec:
+  whatsapp:
+    media: {{type: document, url: "https://cdn.acme.example/f/{{{{ contact.id }}}}.pdf", filename: "factura.pdf"}}
+    template:
+      name: invoice_ready
+      language: es
+      body: ["{{{{ contact.name }}}}"]
+{showcase}---
+apiVersion: herald/v1
 kind: Campaign
 metadata: {{name: promo}}
 spec:
-  audience: {{segment: all-contacts}}
+  audience: {{segment: all-contacts, exclude: [showcase]}}
   channels: {{strategy: specific, use: [wa]}}
   template: promo-nov
   schedule: {{now: true}}
@@ -168,9 +340,39 @@ spec:
     - {{match: '^YES$', tag: interested}}
 "#,
             addr = api.addr,
+            showcase = SHOWCASE
+                .iter()
+                .map(|(name, _, _)| showcase_campaign(name))
+                .collect::<String>(),
         ),
     )
     .unwrap();
+}
+
+/// A campaign sending the template `name` to the contact `name` only. The list's reply
+/// `plan-pro` tags the contact, as any reply runs the rules of the campaign it answers.
+fn showcase_campaign(name: &str) -> String {
+    format!(
+        r#"---
+apiVersion: herald/v1
+kind: Segment
+metadata: {{name: only-{name}}}
+spec:
+  match: {{field: id, op: eq, value: {name}}}
+---
+apiVersion: herald/v1
+kind: Campaign
+metadata: {{name: {name}}}
+spec:
+  audience: {{segment: only-{name}}}
+  channels: {{strategy: specific, use: [wa]}}
+  template: {name}
+  schedule: {{now: true}}
+  consent: not_required
+  on_reply:
+    - {{match: '^plan-pro$', tag: wants-pro}}
+"#
+    )
 }
 
 struct World {
@@ -186,13 +388,13 @@ impl World {
         let dir = scratch.path().join("site");
         site(&dir, &api);
         let contacts = scratch.path().join("contacts.csv");
-        std::fs::write(
-            &contacts,
-            format!(
-                "id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\nc-4,Pedro,{PEDRO}\n"
-            ),
-        )
-        .unwrap();
+        let mut csv = format!(
+            "id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\nc-4,Pedro,{PEDRO}\n"
+        );
+        for (id, name, phone) in SHOWCASE {
+            csv.push_str(&format!("{id},{name},{phone}\n"));
+        }
+        std::fs::write(&contacts, csv).unwrap();
         let db = scratch.path().join("herald.db");
         let mut options = Options::new(&dir, &db);
         options.args = vec!["--contacts".into(), contacts.display().to_string()];
@@ -209,12 +411,22 @@ impl World {
         };
         world
             .wait_for(
-                "Ana's, Rosa's and Pedro's messages sent, Luis's failed",
+                "Ana's, Rosa's and Pedro's messages sent, Luis's failed, and every showcase \
+                 message sent but the audio with a text",
                 || async {
-                    world.delivery("c-1").await.0 == "sent"
+                    let mut done = world.delivery("c-1").await.0 == "sent"
                         && world.delivery("c-2").await.0 == "failed"
                         && world.delivery("c-3").await.0 == "sent"
-                        && world.delivery("c-4").await.0 == "sent"
+                        && world.delivery("c-4").await.0 == "sent";
+                    for (name, _, _) in SHOWCASE {
+                        let want = if name == "wa-audio-text" {
+                            "failed"
+                        } else {
+                            "sent"
+                        };
+                        done &= world.delivery_of(name, name).await.0 == want;
+                    }
+                    done
                 },
             )
             .await;
@@ -244,9 +456,25 @@ impl World {
             .unwrap()
     }
 
-    /// (status, reason, provider_message_id, attempts, delivered_at, read_at).
+    /// (status, reason, provider_message_id, attempts, delivered_at, read_at) of the promo.
     async fn delivery(
         &self,
+        contact: &str,
+    ) -> (
+        String,
+        Option<String>,
+        Option<String>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    ) {
+        self.delivery_of("promo", contact).await
+    }
+
+    /// The same of `campaign`'s delivery to `contact`.
+    async fn delivery_of(
+        &self,
+        campaign: &str,
         contact: &str,
     ) -> (
         String,
@@ -263,8 +491,9 @@ impl World {
             let found = sqlx::query(
                 "SELECT d.status, d.reason, d.provider_message_id, d.attempts, d.delivered_at, d.read_at \
                  FROM deliveries d JOIN runs r ON r.id = d.run_id \
-                 WHERE r.campaign = 'promo' AND d.contact_id = ?",
+                 WHERE r.campaign = ? AND d.contact_id = ?",
             )
+            .bind(campaign)
             .bind(contact)
         .fetch_optional(&mut db)
                 .await
@@ -333,6 +562,21 @@ impl World {
         let raw = serde_json::to_vec(body).unwrap();
         self.notify(body, Some(signature(APP_SECRET, &raw))).await
     }
+}
+
+/// X-Hub-Signature-256 as Meta describes it, written out here rather than taken from
+/// herald: `sha256=` and the lowercase hex HMAC-SHA256 of the raw body, keyed with the
+/// app secret.
+fn signature(app_secret: &str, raw_body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(app_secret.as_bytes()).unwrap();
+    mac.update(raw_body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
 }
 
 /// A notification as Meta sends it, with `value`'s statuses and messages.
@@ -414,6 +658,177 @@ async fn a_template_campaign_goes_out_through_the_graph_api_with_errors_mapped()
     assert_eq!(attempts, 2);
 
     assert!(!world.herald.log_text().contains(ACCESS_TOKEN));
+}
+
+#[tokio::test]
+async fn every_message_form_goes_out_as_meta_documents_it() {
+    let world = World::start().await;
+    let message = |to: &str, kind: &str, object: Value| {
+        let mut body = json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": kind,
+        });
+        body[kind] = object;
+        body
+    };
+    let expected = [
+        // A link in the text asks for its preview.
+        (
+            "wa-text",
+            "text",
+            json!({"body": "Hola Tina, tu pedido: https://acme.example/o/wa-text", "preview_url": true}),
+        ),
+        // The media's caption wins over the text.
+        (
+            "wa-image",
+            "image",
+            json!({"link": "https://cdn.acme.example/p/wa-image.jpg", "caption": "Oferta para Ines"}),
+        ),
+        // No caption of its own: the text is the caption.
+        (
+            "wa-video",
+            "video",
+            json!({"link": "https://cdn.acme.example/v/demo.mp4", "caption": "Mira el video, Vico"}),
+        ),
+        // Audio takes no caption.
+        (
+            "wa-audio",
+            "audio",
+            json!({"link": "https://cdn.acme.example/a/saludo.ogg"}),
+        ),
+        (
+            "wa-document",
+            "document",
+            json!({"link": "https://cdn.acme.example/f/2026-11.pdf",
+                "caption": "Factura de noviembre", "filename": "factura-wa-document.pdf"}),
+        ),
+        // Reply buttons: the id is the button's reply, else its text; the image is the
+        // header.
+        (
+            "wa-buttons",
+            "interactive",
+            json!({
+                "type": "button",
+                "header": {"type": "image", "image": {"link": "https://cdn.acme.example/p/promo.jpg"}},
+                "body": {"text": "¿Te interesa, Bea?"},
+                "action": {"buttons": [
+                    {"type": "reply", "reply": {"id": "YES", "title": "Sí"}},
+                    {"type": "reply", "reply": {"id": "No", "title": "No"}}
+                ]}
+            }),
+        ),
+        // One URL button: a call-to-action URL button.
+        (
+            "wa-cta",
+            "interactive",
+            json!({
+                "type": "cta_url",
+                "body": {"text": "Tu pedido está en camino"},
+                "action": {"name": "cta_url", "parameters": {
+                    "display_text": "Seguir pedido",
+                    "url": "https://acme.example/track/wa-cta"
+                }}
+            }),
+        ),
+        (
+            "wa-list",
+            "interactive",
+            json!({
+                "type": "list",
+                "body": {"text": "Elige tu plan, Lia"},
+                "action": {"button": "Ver planes", "sections": [
+                    {"title": "Planes", "rows": [
+                        {"id": "plan-basic", "title": "Básico", "description": "1 línea"},
+                        {"id": "plan-pro", "title": "Pro"}
+                    ]},
+                    {"title": "Ayuda", "rows": [{"id": "talk", "title": "Hablar con alguien"}]}
+                ]}
+            }),
+        ),
+        // A template whose header is a document: the media is the header's parameter.
+        (
+            "wa-template-media",
+            "template",
+            json!({
+                "name": "invoice_ready",
+                "language": {"code": "es"},
+                "components": [
+                    {"type": "header", "parameters": [{"type": "document", "document": {
+                        "link": "https://cdn.acme.example/f/wa-template-media.pdf",
+                        "filename": "factura.pdf"}}]},
+                    {"type": "body", "parameters": [{"type": "text", "text": "Tito"}]}
+                ]
+            }),
+        ),
+    ];
+    for (campaign, kind, object) in expected {
+        let to = showcase_phone(campaign);
+        let got = world.api.got_for(to);
+        assert_eq!(got.len(), 1, "{campaign}: {got:?}");
+        assert_eq!(got[0].method, Method::POST);
+        assert_eq!(got[0].path, format!("/v21.0/{PHONE_NUMBER_ID}/messages"));
+        assert_eq!(got[0].authorization, format!("Bearer {ACCESS_TOKEN}"));
+        assert!(got[0].content_type.starts_with("application/json"));
+        assert_eq!(got[0].body, message(to, kind, object), "{campaign}");
+        let (_, _, id, attempts, _, _) = world.delivery_of(campaign, campaign).await;
+        assert_eq!(
+            id,
+            Some(format!("wamid.{}", to.trim_start_matches('+'))),
+            "{campaign}"
+        );
+        assert_eq!(attempts, 1, "{campaign}");
+    }
+
+    // An audio with a text: refused before any request, the reason saying why.
+    assert_eq!(world.api.got_for(showcase_phone("wa-audio-text")).len(), 0);
+    let (status, reason, _, _, _, _) = world.delivery_of("wa-audio-text", "wa-audio-text").await;
+    assert_eq!(status, "failed");
+    let reason = reason.unwrap_or_default();
+    assert!(reason.contains("audio takes no caption"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_wrong_path_or_method_gets_the_graph_api_404() {
+    // The fake's own check, so that a request herald sent elsewhere would fail loudly
+    // rather than be answered as a sent message.
+    let api = FakeGraphApi::start().await;
+    let client = reqwest::Client::new();
+    let bearer = format!("Bearer {ACCESS_TOKEN}");
+    let body = json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+        "to": ANA, "type": "text", "text": {"body": "hola"}});
+    let wrong_path = client
+        .post(format!("http://{}/v21.0/999/messages", api.addr))
+        .header("authorization", &bearer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_path.status().as_u16(), 404);
+    let answer: Value = wrong_path.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], 100);
+    let wrong_method = client
+        .get(format!(
+            "http://{}/v21.0/{PHONE_NUMBER_ID}/messages",
+            api.addr
+        ))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 404);
+    let right = client
+        .post(format!(
+            "http://{}/v21.0/{PHONE_NUMBER_ID}/messages",
+            api.addr
+        ))
+        .header("authorization", &bearer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status().as_u16(), 200);
 }
 
 #[tokio::test]
@@ -540,6 +955,25 @@ async fn signed_notifications_record_statuses_and_replies_and_others_change_noth
         world.whatsapp_state("c-1").await.1.is_some(),
         "last inbound recorded"
     );
+
+    // A choice from the interactive list: a reply whose text is the row's id, attributed
+    // to the list's campaign, whose rule tags the contact.
+    let lia = showcase_phone("wa-list").trim_start_matches('+');
+    let mut choice = notification(
+        json!([]),
+        json!([{"from": lia, "id": "wamid.in3", "type": "interactive",
+            "context": {"from": "15550783881", "id": format!("wamid.{lia}")},
+            "interactive": {"type": "list_reply",
+                "list_reply": {"id": "plan-pro", "title": "Pro"}}}]),
+    );
+    choice["entry"][0]["changes"][0]["value"]["contacts"] =
+        json!([{"profile": {"name": "Lia"}, "wa_id": lia}]);
+    let (status, answer) = world.signed(&choice).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["events"][0]["contact_id"], "wa-list");
+    assert_eq!(answer["events"][0]["campaign"], "wa-list");
+    assert_eq!(answer["events"][0]["tagged"], json!(["wants-pro"]));
+    assert_eq!(world.tags("wa-list").await, vec!["wants-pro".to_string()]);
 
     // A text STOP opts the sender out of whatsapp.
     let stop = notification(

@@ -313,6 +313,16 @@ fn whatsapp_fields(wa: &WhatsappMessage) -> Result<Vec<(&'static str, String)>, 
                 template.name
             )
         })?;
+        if wa.media.is_some() {
+            // The Cloud API takes a template's media header as `media`; a Twilio Content
+            // template carries its media itself, filled by its variables. Sending without
+            // the media the author meant would be wrong, so say how to write it instead.
+            return Err(format!(
+                "template {:?}: whatsapp_twilio takes a Content template's media from the \
+                 template itself; remove `media` and pass the URL's variable part in `header`",
+                template.name
+            ));
+        }
         fields.push(("ContentSid", sid.to_string()));
         let values: Vec<&str> = template
             .header
@@ -700,6 +710,17 @@ mod tests {
             variables,
             serde_json::json!({"1": "Ana", "2": "20%", "3": "o/42"})
         );
+        let mut with_media = template.clone();
+        with_media.media = Some(MediaMessage {
+            media_type: MediaType::Document,
+            url: "https://cdn.example/f.pdf".into(),
+            caption: None,
+            filename: None,
+        });
+        let e = c
+            .form(&message("+51911111111", Content::Whatsapp(with_media)))
+            .unwrap_err();
+        assert!(e.contains("remove `media`"), "{e}");
         let mut no_sid = template;
         no_sid.template.as_mut().unwrap().content_sid = None;
         let e = c

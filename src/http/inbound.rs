@@ -95,7 +95,7 @@ fn signature_error(message: impl Into<String>) -> ApiError {
     request_body(content = InboundBody, content_type = "application/json",
         description = "webhook: a reply (`from`, `text`, `received_at`) or a receipt (`message_id`, `status`, `error`); telegram: a Bot API Update; whatsapp_cloud: a webhook notification; sms_twilio and whatsapp_twilio: Twilio's form-encoded status callback (`MessageSid`, `MessageStatus`, `ErrorCode`) or incoming message (`MessageSid`, `From`, `Body`, `ButtonPayload`)"),
     responses(
-        (status = 200, description = "Recorded (or a repeat of a recorded request: `duplicate: true`); a Twilio incoming message gets an empty TwiML `<Response/>`",
+        (status = 200, description = "Recorded (or a repeat of a recorded request: `duplicate: true`); a Twilio incoming message gets an empty TwiML `<Response/>`; a Telegram button press gets `{\"method\": \"answerCallbackQuery\", \"callback_query_id\": …}`, which Telegram runs",
             content((InboundAnswer = "application/json"), (String = "text/xml"))),
         (status = 400, description = "The body is not JSON (Twilio: not a UTF-8 form)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong signature headers; nothing changed", body = super::error::ErrorBody),
@@ -480,6 +480,12 @@ async fn twilio_inbound(
 }
 
 /// A Telegram bot's update: the secret token header, then the Update.
+///
+/// A `callback_query` (a button press) is answered with the method call
+/// `{"method": "answerCallbackQuery", "callback_query_id": ...}` instead of the reply's
+/// outcome: until the query is answered the user's client shows a progress indicator on
+/// the button, and Telegram runs one method call found in a webhook's answer, which saves
+/// a request of herald's own. Other updates get the outcome as before.
 async fn telegram_inbound(
     state: &AppState,
     channel: &str,
@@ -511,18 +517,32 @@ async fn telegram_inbound(
     }
     let json: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    match telegram::parse_update(&json)
+    let answer = match telegram::parse_update(&json)
         .map_err(|(field, message)| ApiError::invalid(field, message))?
     {
-        telegram::Update::Ignored { update_id } => Ok(Json(serde_json::json!({
+        telegram::Update::Ignored { update_id } => Json(serde_json::json!({
             "duplicate": false,
             "kind": "ignored",
             "update_id": update_id,
-        }))),
+        })),
         telegram::Update::Reply { update_id, reply } => {
             let webhook_id = format!("telegram-{update_id}");
-            record_reply(state, &inbound_channel, &webhook_id, &reply).await
+            record_reply(state, &inbound_channel, &webhook_id, &reply).await?
         }
+    };
+    // Every press is answered, also one herald ignores (no `data`) or a repeat: Telegram
+    // re-sends an update whose answer it did not get, and the spinner is still turning.
+    // Answering a query twice only makes Telegram refuse the second call, which nobody
+    // sees (the result of a method call in a webhook's answer is not reported).
+    match json["callback_query"]["id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+    {
+        Some(id) => Ok(Json(serde_json::json!({
+            "method": "answerCallbackQuery",
+            "callback_query_id": id,
+        }))),
+        None => Ok(answer),
     }
 }
 

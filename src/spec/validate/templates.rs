@@ -207,8 +207,9 @@ fn check_content_shape(content: &LocaleContent, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// WhatsApp accepts one message form at a time: an approved template, an interactive list,
-/// reply buttons (at most 3) over a text or media, or a plain text or media message.
+/// WhatsApp accepts one message form at a time: an approved template (whose media header,
+/// if it has one, is the `media`), an interactive list, reply buttons (at most 3) over a
+/// text or media, or a plain text or media message.
 fn check_whatsapp(wa: &WhatsappContent, out: &mut Vec<Diagnostic>) {
     let forms: Vec<(&str, &Pos)> = [
         wa.template.as_ref().map(|t| ("template", &t.name.at)),
@@ -218,6 +219,23 @@ fn check_whatsapp(wa: &WhatsappContent, out: &mut Vec<Diagnostic>) {
     .flatten()
     .collect();
     let others = wa.text.is_some() || wa.media.is_some() || wa.buttons.is_some();
+    // A template takes a `media` as its media header, but no text or buttons of its own.
+    let others = match &wa.template {
+        Some(_) => wa.text.is_some() || wa.buttons.is_some(),
+        None => others,
+    };
+    if let (Some(template), Some(_)) = (&wa.template, &wa.media)
+        && let Some(first) = template.header.first()
+    {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                &first.at,
+                "a WhatsApp template's header is either media (`media`) or text parameters (`header`), not both",
+            )
+            .help("a template has one header: drop `header` for a media header, or `media` for a text one"),
+        );
+    }
     match (forms.as_slice(), others) {
         ([], false) => {
             let Some(at) = wa.buttons.as_ref().and_then(|b| b.first()).map(|b| &b.text.at) else {
@@ -226,8 +244,8 @@ fn check_whatsapp(wa: &WhatsappContent, out: &mut Vec<Diagnostic>) {
             out.push(Diagnostic::error(Code::MissingField, at, "WhatsApp buttons need a `text` or `media` above them"));
         }
         ([("template", at)], true) => out.push(
-            Diagnostic::error(Code::InvalidValue, at, "a WhatsApp `template` message cannot also have text, media or buttons")
-                .help("the approved template carries its own text and buttons; pass parameters in body/header/buttons"),
+            Diagnostic::error(Code::InvalidValue, at, "a WhatsApp `template` message cannot also have text or buttons")
+                .help("the approved template carries its own text and buttons; pass parameters in body/header/buttons, and a media header as `media`"),
         ),
         ([(_, _), (_, second)], _) => out.push(Diagnostic::error(
             Code::InvalidValue,
@@ -266,6 +284,19 @@ fn check_whatsapp(wa: &WhatsappContent, out: &mut Vec<Diagnostic>) {
                 Code::InvalidValue,
                 &list.button.at,
                 format!("WhatsApp lists hold at most 10 rows in all, this one has {rows}"),
+            ));
+        }
+        if list.sections.len() > 1
+            && let Some(untitled) = list.sections.iter().find(|s| s.title.is_none())
+        {
+            let at = untitled
+                .rows
+                .first()
+                .map_or(&list.button.at, |r| &r.title.at);
+            out.push(Diagnostic::error(
+                Code::MissingField,
+                at,
+                "a WhatsApp list with more than one section needs a `title` on each section",
             ));
         }
     }
