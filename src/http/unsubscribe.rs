@@ -2,17 +2,21 @@
 //! channel puts on every message (RFC 2369, one-click per RFC 8058).
 //!
 //! `GET /v1/unsubscribe/{token}` only shows a page with a button: mail scanners and link
-//! previews fetch links, so a GET must change nothing. `POST` with the body
+//! previews fetch links, so a GET must change nothing. `POST` with the form field
 //! `List-Unsubscribe=One-Click` (what a mail client's one-click unsubscribe and the page's
 //! button send) opts the contact out of e-mail, source `unsubscribe_link`, once: repeating
-//! it changes nothing. Unauthenticated: the token is the credential. It names the channel
-//! and the contact and carries an HMAC under the channel's key
+//! it changes nothing. RFC 8058 section 3.1 has the mail receiver send that field as
+//! `multipart/form-data` (RFC 7578, SHOULD) or `application/x-www-form-urlencoded` (MAY),
+//! so both are read, chosen by the request's `Content-Type`; any other type, or none, is
+//! read as url-encoded, as it was before multipart was understood.
+//! Unauthenticated: the token is the credential. It names the channel and the contact and
+//! carries an HMAC under the channel's key
 //! ([`email_smtp::unsubscribe_token`]); a token that does not verify with the key of an
 //! `email_smtp` channel in force is answered 404 and changes nothing.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::header;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,8 +32,18 @@ use crate::store::unsubscribe::Unsubscribed;
 
 /// This module's routes.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(confirm_page, unsubscribe))
+    OpenApiRouter::new()
+        .routes(routes!(confirm_page, unsubscribe))
+        // The routes are open to anyone holding a link: a one-click body is a few hundred
+        // bytes in either encoding, so nothing bigger is read (the inner layer wins over
+        // the API's default limit).
+        .layer(DefaultBodyLimit::max(ONE_CLICK_BODY_LIMIT))
 }
+
+/// The largest POST body read: `List-Unsubscribe=One-Click` is 26 bytes url-encoded and a
+/// few hundred as multipart/form-data (boundaries, part headers); this leaves room for a
+/// sender that adds a field or two.
+pub const ONE_CLICK_BODY_LIMIT: usize = 8 * 1024;
 
 /// The page behind an unsubscribe link: a button that posts the one-click body.
 ///
@@ -57,29 +71,32 @@ async fn confirm_page(
 
 /// One-click unsubscribe (RFC 8058): opts the link's contact out of e-mail.
 ///
-/// The body must be `List-Unsubscribe=One-Click` (form-encoded). Idempotent: a contact
+/// The body must be a form with the field `List-Unsubscribe=One-Click`, as
+/// `multipart/form-data` or `application/x-www-form-urlencoded`. Idempotent: a contact
 /// opted out already stays as it is. A token that does not verify is 404 and changes
 /// nothing.
 #[utoipa::path(post, path = "/v1/unsubscribe/{token}", tag = "unsubscribe",
     params(("token" = String, Path, description = "The token of the List-Unsubscribe link")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
-        description = "`List-Unsubscribe=One-Click`"),
+    request_body(
+        content(
+            (String = "multipart/form-data"),
+            (String = "application/x-www-form-urlencoded")
+        ),
+        description = "A form with the one field `List-Unsubscribe=One-Click` (RFC 8058)"),
     responses(
         (status = 200, description = "The contact is opted out of e-mail", body = String, content_type = "text/html"),
         (status = 404, description = "The token does not verify, or its contact no longer exists", body = ErrorBody),
-        (status = 422, description = "The body is not `List-Unsubscribe=One-Click`", body = ErrorBody)
+        (status = 413, description = "The body is over 8 KiB", body = ErrorBody),
+        (status = 422, description = "The body has no `List-Unsubscribe=One-Click` field", body = ErrorBody)
     ))]
 async fn unsubscribe(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let token = verified(&state, &token).await?;
-    if !is_one_click(&body) {
-        return Err(ApiError::invalid(
-            "List-Unsubscribe",
-            "the body must be List-Unsubscribe=One-Click",
-        ));
+    if !one_click_form(request, &state).await? {
+        return Err(not_one_click(None));
     }
     let now = state.now().as_millisecond();
     let done = state
@@ -140,7 +157,77 @@ async fn verified(state: &AppState, token: &str) -> Result<UnsubscribeToken, Api
     Ok(parsed)
 }
 
-/// Whether a form-encoded body has `List-Unsubscribe=One-Click`.
+/// Whether the request's body is a form with `List-Unsubscribe=One-Click`, read as
+/// multipart/form-data when its `Content-Type` says so, else as url-encoded.
+async fn one_click_form(request: Request, state: &AppState) -> Result<bool, ApiError> {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_multipart_form);
+    if !multipart {
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => too_large(e.body_text()),
+                _ => ApiError::bad_request(format!("cannot read the body: {}", e.body_text())),
+            })?;
+        return Ok(is_one_click(&body));
+    }
+    // A multipart/form-data type without a usable boundary cannot hold the field.
+    let mut form = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| not_one_click(Some(e.body_text())))?;
+    let failed =
+        |e: axum::extract::multipart::MultipartError| unreadable(e.status(), e.body_text());
+    while let Some(field) = form.next_field().await.map_err(failed)? {
+        if field.name() == Some(ONE_CLICK_NAME) {
+            let value = field.text().await.map_err(failed)?;
+            if value.trim() == ONE_CLICK_VALUE {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+const ONE_CLICK_NAME: &str = "List-Unsubscribe";
+const ONE_CLICK_VALUE: &str = "One-Click";
+
+/// Whether a `Content-Type` is multipart/form-data (media types are case-insensitive).
+fn is_multipart_form(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
+/// The 422 of a body without the one-click field; `detail` says why a multipart body could
+/// not be read as a form.
+fn not_one_click(detail: Option<String>) -> ApiError {
+    let message = "the body must be a form with List-Unsubscribe=One-Click";
+    match detail {
+        Some(detail) => ApiError::invalid(ONE_CLICK_NAME, format!("{message} ({detail})")),
+        None => ApiError::invalid(ONE_CLICK_NAME, message),
+    }
+}
+
+/// A multipart body that could not be read: 413 over [`ONE_CLICK_BODY_LIMIT`], 422 a
+/// malformed form (it has no readable one-click field), else 400 (e.g. the client stopped
+/// sending).
+fn unreadable(status: StatusCode, text: String) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(text),
+        StatusCode::BAD_REQUEST => not_one_click(Some(text)),
+        _ => ApiError::bad_request(format!("cannot read the body: {text}")),
+    }
+}
+
+fn too_large(text: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", text)
+}
+
+/// Whether a url-encoded body has `List-Unsubscribe=One-Click`.
 fn is_one_click(body: &[u8]) -> bool {
     String::from_utf8_lossy(body)
         .trim()
@@ -158,4 +245,29 @@ fn html_page(title: &str, body: &str) -> Response {
         ),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_content_type_picks_the_encoding() {
+        // What a mail provider sends (RFC 7578): the boundary as a parameter, any case.
+        assert!(is_multipart_form("multipart/form-data; boundary=x"));
+        assert!(is_multipart_form("Multipart/Form-Data;boundary=\"x y\""));
+        // Anything else is read as url-encoded, as before multipart was understood.
+        assert!(!is_multipart_form("application/x-www-form-urlencoded"));
+        assert!(!is_multipart_form("multipart/mixed; boundary=x"));
+        assert!(!is_multipart_form("text/plain"));
+    }
+
+    #[test]
+    fn a_url_encoded_body_needs_the_exact_pair() {
+        assert!(is_one_click(b"List-Unsubscribe=One-Click"));
+        assert!(is_one_click(b"a=b&List-Unsubscribe=One-Click\r\n"));
+        assert!(!is_one_click(b"List-Unsubscribe=one-click"));
+        assert!(!is_one_click(b"X-List-Unsubscribe=One-Click"));
+        assert!(!is_one_click(b""));
+    }
 }
