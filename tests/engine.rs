@@ -696,6 +696,89 @@ async fn a_permanent_failure_keeps_the_providers_reason_and_a_provider_opt_out_i
     assert_eq!(source.as_deref(), Some("provider"));
 }
 
+/// A provider may call back before herald has recorded the answer to the send (Twilio
+/// never retries a status callback): such a receipt waits, and is applied in the
+/// transaction that records the send, after its `delivery.sent` event.
+#[tokio::test]
+async fn a_receipt_that_beats_the_sends_record_is_applied_when_the_send_is_recorded() {
+    use herald::store::inbound::{Inbound, ReceiptRecorded, ReceiptWrite};
+    let rx = Receiver::start(|_, _| Answer::Ok).await;
+    let ws = Workspace::new(&site(&rx.url(), "", ""), &sms_contacts(2)).await;
+    let run = ws.engine.start_run("promo", Trigger::Manual).await.unwrap();
+    let key: String = sqlx::query_scalar(
+        "SELECT idempotency_key FROM deliveries WHERE run_id = ? AND contact_id = 'c001' \
+         AND channel IS NOT NULL",
+    )
+    .bind(run)
+    .fetch_one(&ws.pool().await)
+    .await
+    .unwrap();
+    // The fake provider's message id for it (it answers `{"id": "p-KEY"}`).
+    let message_id = format!("p-{key}");
+    let now = ws.clock.now();
+    let receipt = |webhook_id, keep_early| ReceiptWrite {
+        channel: "gateway",
+        webhook_id,
+        provider_message_id: &message_id,
+        status: Status::Failed,
+        error: Some("Twilio error 21610 (undelivered)"),
+        at: now.as_millisecond(),
+        opt_out: Some(herald::spec::channel::Medium::Sms),
+        keep_early,
+    };
+    let answer = |_: &ReceiptRecorded| serde_json::json!({"kept": true});
+    let turned_away = ws
+        .store
+        .record_receipt(&receipt("cb-0", false), answer, now)
+        .await
+        .unwrap();
+    assert_eq!(turned_away, None, "without keep_early: nothing written");
+    let kept = ws
+        .store
+        .record_receipt(&receipt("cb-1", true), answer, now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            kept,
+            Some(Inbound::Recorded {
+                outcome: ReceiptRecorded::Early,
+                ..
+            })
+        ),
+        "{kept:?}"
+    );
+
+    assert_eq!(ws.drain().await, 2);
+    let (status, reason, attempts) = ws.status_of(run, "c001").await;
+    assert_eq!((status.as_str(), attempts), ("failed", 1));
+    assert!(reason.unwrap().contains("21610"));
+    assert_eq!(ws.status_of(run, "c002").await.0, "sent");
+    let source: Option<String> = sqlx::query_scalar(
+        "SELECT m.opted_out_source FROM contact_media m JOIN contacts c ON c.pk = m.contact_pk \
+         WHERE c.id = 'c001' AND m.medium = 'sms'",
+    )
+    .fetch_one(&ws.pool().await)
+    .await
+    .unwrap();
+    assert_eq!(source.as_deref(), Some("provider"));
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM early_receipts")
+        .fetch_one(&ws.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0, "applied receipts stop waiting");
+    // A repeat of the callback gets its first answer and changes nothing.
+    let repeat = ws
+        .store
+        .record_receipt(&receipt("cb-1", true), answer, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        repeat,
+        Some(Inbound::Duplicate(serde_json::json!({"kept": true})))
+    );
+}
+
 #[tokio::test]
 async fn a_contact_who_opts_out_after_the_snapshot_is_skipped_not_sent() {
     let rx = Receiver::start(|_, _| Answer::Ok).await;

@@ -100,7 +100,7 @@ fn signature_error(message: impl Into<String>) -> ApiError {
         (status = 400, description = "The body is not JSON (Twilio: not a UTF-8 form)", body = super::error::ErrorBody),
         (status = 401, description = "Missing or wrong signature headers; nothing changed", body = super::error::ErrorBody),
         (status = 403, description = "The channel has no secret to check signatures with", body = super::error::ErrorBody),
-        (status = 404, description = "No webhook, telegram, whatsapp_cloud or Twilio channel of that name in force, or no delivery with the receipt's `message_id` (yet: retry later)", body = super::error::ErrorBody),
+        (status = 404, description = "No webhook, telegram, whatsapp_cloud or Twilio channel of that name in force, or (webhook channels) no delivery with the receipt's `message_id` (yet: retry later); Twilio and WhatsApp Cloud receipts that come early are kept instead (`pending: true`)", body = super::error::ErrorBody),
         (status = 422, description = "A field is invalid; the message names it", body = super::error::ErrorBody),
         (status = 503, description = "The channel's secret cannot be resolved, or (Twilio) no public URL is configured to check signatures with", body = super::error::ErrorBody)
     ))]
@@ -169,8 +169,16 @@ async fn webhook_inbound(
     let now = state.now();
     match message {
         InboundMessage::Receipt(receipt) => {
-            match logic::record_receipt(&state.store, &inbound_channel, webhook_id, &receipt, now)
-                .await?
+            // The sender is the operator's own gateway: a 404 tells it to retry later.
+            match logic::record_receipt(
+                &state.store,
+                &inbound_channel,
+                webhook_id,
+                &receipt,
+                false,
+                now,
+            )
+            .await?
             {
                 None => Err(ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -345,7 +353,6 @@ async fn whatsapp_inbound(
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
     let now = state.now();
     let mut answers = Vec::with_capacity(events.len());
-    let mut unmatched = Vec::new();
     for event in events {
         match event {
             whatsapp_cloud::Event::Ignored => {
@@ -356,10 +363,21 @@ async fn whatsapp_inbound(
                 answers.push(answer);
             }
             whatsapp_cloud::Event::Receipt { key, receipt } => {
-                match logic::record_receipt(&state.store, &inbound_channel, &key, &receipt, now)
-                    .await?
+                // Meta may call back before the send is recorded; an unknown wamid waits
+                // (instead of a 404 Meta would retry for days for a number also used
+                // outside herald).
+                match logic::record_receipt(
+                    &state.store,
+                    &inbound_channel,
+                    &key,
+                    &receipt,
+                    true,
+                    now,
+                )
+                .await?
                 {
-                    None => unmatched.push(receipt.message_id.clone()),
+                    // Kept early receipts never come back as `None`.
+                    None => answers.push(serde_json::json!({"kind": "ignored"})),
                     Some(Inbound::Duplicate(first)) => answers.push(duplicate(first)),
                     Some(Inbound::Recorded { outcome, .. }) => {
                         answers.push(serde_json::to_value(outcome).map_err(ApiError::internal)?)
@@ -367,19 +385,6 @@ async fn whatsapp_inbound(
                 }
             }
         }
-    }
-    if !unmatched.is_empty() {
-        // What was recorded stays recorded (each item is keyed): Meta re-delivers the
-        // notification, and the repeat records only what was missing.
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!(
-                "no delivery through channel `{channel}` has the message id {} (yet); \
-                 the rest of the notification is recorded, retry later",
-                unmatched.join(", ")
-            ),
-        ));
     }
     Ok(Json(
         serde_json::json!({"kind": "notification", "events": answers}),
@@ -448,8 +453,16 @@ async fn twilio_inbound(
         }))
         .into_response()),
         twilio::Event::Receipt { key, receipt } => {
-            match logic::record_receipt(&state.store, &inbound_channel, &key, &receipt, state.now())
-                .await?
+            // Twilio never retries a status callback: one that beats the send's record waits.
+            match logic::record_receipt(
+                &state.store,
+                &inbound_channel,
+                &key,
+                &receipt,
+                true,
+                state.now(),
+            )
+            .await?
             {
                 None => Err(ApiError::new(
                     StatusCode::NOT_FOUND,

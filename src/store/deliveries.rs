@@ -532,6 +532,14 @@ impl Store {
             }
         }
         super::webhooks::enqueue_recorded(&mut tx, results, now).await?;
+        // Receipts that arrived before these sends were recorded meet them now (after the
+        // `delivery.sent` events, so subscribers see sent before delivered or failed).
+        let with_ids: Vec<i64> = results
+            .iter()
+            .filter(|r| r.status == DeliveryStatus::Sent && r.provider_message_id.is_some())
+            .map(|r| r.id)
+            .collect();
+        super::inbound::apply_early_receipts(&mut tx, &with_ids, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -87,6 +87,18 @@ pub struct ReceiptWrite<'a> {
     /// A failed receipt saying the recipient stopped messages from the sender: the
     /// delivery's contact is opted out of this medium in the same transaction.
     pub opt_out: Option<Medium>,
+    /// Keep a receipt whose message id no delivery has yet, for when one is recorded
+    /// (providers that call back on their own schedule and may beat herald's record).
+    pub keep_early: bool,
+}
+
+/// What a receipt did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiptRecorded {
+    /// It met its delivery.
+    Applied(ReceiptOutcome),
+    /// No delivery has its message id yet: it waits, and is applied when one is recorded.
+    Early,
 }
 
 /// What a receipt did to its delivery.
@@ -379,17 +391,18 @@ impl Store {
 
     /// Records a receipt in one transaction: its idempotency row, the delivery moved
     /// forward (see [`receipt_moves`]) with its time, and the `delivery.*` event when it
-    /// moved. `answer` gives the request's answer from the outcome (stored for repeats).
+    /// moved. `answer` gives the request's answer from what it did (stored for repeats).
     ///
-    /// `Ok(None)`: no delivery on the channel has this provider message id (yet: a receipt
-    /// may arrive before herald recorded the send); nothing was written, so a retry of
-    /// the same request is handled afresh.
+    /// No delivery on the channel has the provider message id (yet: a receipt may arrive
+    /// before herald recorded the send): with `keep_early` the receipt is kept and applied
+    /// when a delivery is recorded with that id ([`ReceiptRecorded::Early`]); without,
+    /// `Ok(None)` and nothing was written, so a retry of the same request is handled afresh.
     pub async fn record_receipt(
         &self,
         receipt: &ReceiptWrite<'_>,
-        answer: impl FnOnce(&ReceiptOutcome) -> serde_json::Value,
+        answer: impl FnOnce(&ReceiptRecorded) -> serde_json::Value,
         now: jiff::Timestamp,
-    ) -> Result<Option<Inbound<ReceiptOutcome>>, StoreError> {
+    ) -> Result<Option<Inbound<ReceiptRecorded>>, StoreError> {
         let now = now.as_millisecond();
         let mut tx = self.begin_write().await?;
         let Some(event) =
@@ -402,7 +415,7 @@ impl Store {
                     .unwrap_or_default(),
             )));
         };
-        let found: Option<(i64, String, i64, String)> = sqlx::query_as(
+        let found: Option<ReceiptDelivery> = sqlx::query_as(
             "SELECT id, status, contact_pk, contact_id FROM deliveries \
              WHERE channel = ? AND provider_message_id = ? ORDER BY id DESC LIMIT 1",
         )
@@ -410,73 +423,219 @@ impl Store {
         .bind(receipt.provider_message_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((delivery_id, status, contact_pk, contact_id)) = found else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let previous = DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Unknown);
-        let changed = receipt_moves(previous, receipt.status);
-        if changed {
-            let reason = match receipt.status {
-                DeliveryStatus::Failed => Some(
-                    receipt
-                        .error
-                        .unwrap_or("the provider reported the message as failed"),
-                ),
-                _ => None,
-            };
-            // The status is checked again in the UPDATE itself: forward only, whatever
-            // happened since the read above.
-            sqlx::query(
-                "UPDATE deliveries SET status = ?1, updated_at = ?2, \
-                 delivered_at = CASE WHEN ?1 IN ('delivered', 'read') \
-                   THEN coalesce(delivered_at, ?3) ELSE delivered_at END, \
-                 read_at = CASE WHEN ?1 = 'read' THEN ?3 ELSE read_at END, \
-                 reason = coalesce(?4, reason), error = coalesce(?5, error) \
-                 WHERE id = ?6 AND status = ?7",
-            )
-            .bind(receipt.status.as_str())
-            .bind(now)
-            .bind(receipt.at)
-            .bind(reason)
-            .bind(receipt.error)
-            .bind(delivery_id)
-            .bind(previous.as_str())
-            .execute(&mut *tx)
-            .await?;
-            webhooks::enqueue_delivery_events(&mut tx, &[delivery_id], now).await?;
-            if let Some(medium) = receipt
-                .opt_out
-                .filter(|_| receipt.status == DeliveryStatus::Failed)
-            {
-                // A deleted contact, or one opted out already, is left as it is.
-                super::opt_out::record_opt_out(
-                    &mut tx,
-                    contact_pk,
-                    &contact_id,
-                    medium,
-                    PROVIDER_SOURCE,
-                    receipt.channel,
-                    now,
-                )
-                .await?;
+        let recorded = match found {
+            Some(delivery) => {
+                let fields = ReceiptFields {
+                    status: receipt.status,
+                    error: receipt.error,
+                    at: receipt.at,
+                    opt_out: receipt.opt_out,
+                };
+                let outcome =
+                    apply_receipt(&mut tx, &delivery, &fields, receipt.channel, now).await?;
+                ReceiptRecorded::Applied(outcome)
             }
-        }
-        let outcome = ReceiptOutcome {
-            delivery_id,
-            previous,
-            status: if changed { receipt.status } else { previous },
-            changed,
+            None if receipt.keep_early => {
+                keep_early(&mut tx, event, receipt, now).await?;
+                ReceiptRecorded::Early
+            }
+            None => {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        };
+        let delivery_id = match &recorded {
+            ReceiptRecorded::Applied(o) => Some(o.delivery_id),
+            ReceiptRecorded::Early => None,
         };
         sqlx::query("UPDATE inbound_events SET delivery_id = ?, answer = ? WHERE id = ?")
             .bind(delivery_id)
-            .bind(answer(&outcome).to_string())
+            .bind(answer(&recorded).to_string())
             .bind(event)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(Inbound::Recorded { event, outcome }))
+        Ok(Some(Inbound::Recorded {
+            event,
+            outcome: recorded,
+        }))
     }
+}
+
+/// How long a receipt waits for its message id before it is dropped.
+const EARLY_RECEIPT_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// The delivery a receipt is for: (id, status, contact_pk, contact_id).
+type ReceiptDelivery = (i64, String, i64, String);
+
+/// What a receipt says, whether it arrived now or waited for its message id.
+struct ReceiptFields<'a> {
+    status: DeliveryStatus,
+    error: Option<&'a str>,
+    at: i64,
+    opt_out: Option<Medium>,
+}
+
+/// Keeps a receipt whose message id no delivery has yet (see migration 0009), and drops
+/// those that waited longer than [`EARLY_RECEIPT_TTL_MS`].
+async fn keep_early(
+    tx: &mut SqliteConnection,
+    event: i64,
+    receipt: &ReceiptWrite<'_>,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM early_receipts WHERE received_at < ?")
+        .bind(now - EARLY_RECEIPT_TTL_MS)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO early_receipts (event_id, channel, provider_message_id, status, error, \
+         at, opt_out, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(event)
+    .bind(receipt.channel)
+    .bind(receipt.provider_message_id)
+    .bind(receipt.status.as_str())
+    .bind(receipt.error)
+    .bind(receipt.at)
+    .bind(receipt.opt_out.map(|m| m.as_str()))
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves `delivery` forward per the receipt (see [`receipt_moves`]), with the
+/// `delivery.*` event, and the provider's opt-out when a failed receipt carries one.
+async fn apply_receipt(
+    tx: &mut SqliteConnection,
+    delivery: &ReceiptDelivery,
+    receipt: &ReceiptFields<'_>,
+    channel: &str,
+    now: i64,
+) -> Result<ReceiptOutcome, StoreError> {
+    let (delivery_id, status, contact_pk, contact_id) = delivery;
+    let previous = DeliveryStatus::parse(status).unwrap_or(DeliveryStatus::Unknown);
+    let changed = receipt_moves(previous, receipt.status);
+    if changed {
+        let reason = match receipt.status {
+            DeliveryStatus::Failed => Some(
+                receipt
+                    .error
+                    .unwrap_or("the provider reported the message as failed"),
+            ),
+            _ => None,
+        };
+        // The status is checked again in the UPDATE itself: forward only, whatever
+        // happened since the read above.
+        sqlx::query(
+            "UPDATE deliveries SET status = ?1, updated_at = ?2, \
+             delivered_at = CASE WHEN ?1 IN ('delivered', 'read') \
+               THEN coalesce(delivered_at, ?3) ELSE delivered_at END, \
+             read_at = CASE WHEN ?1 = 'read' THEN ?3 ELSE read_at END, \
+             reason = coalesce(?4, reason), error = coalesce(?5, error) \
+             WHERE id = ?6 AND status = ?7",
+        )
+        .bind(receipt.status.as_str())
+        .bind(now)
+        .bind(receipt.at)
+        .bind(reason)
+        .bind(receipt.error)
+        .bind(delivery_id)
+        .bind(previous.as_str())
+        .execute(&mut *tx)
+        .await?;
+        webhooks::enqueue_delivery_events(&mut *tx, &[*delivery_id], now).await?;
+        if let Some(medium) = receipt
+            .opt_out
+            .filter(|_| receipt.status == DeliveryStatus::Failed)
+        {
+            // A deleted contact, or one opted out already, is left as it is.
+            super::opt_out::record_opt_out(
+                tx,
+                *contact_pk,
+                contact_id,
+                medium,
+                PROVIDER_SOURCE,
+                channel,
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(ReceiptOutcome {
+        delivery_id: *delivery_id,
+        previous,
+        status: if changed { receipt.status } else { previous },
+        changed,
+    })
+}
+
+/// A kept receipt that met its delivery: (event id, channel, status, error, at, opt-out
+/// medium, delivery id).
+type WaitingReceipt = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+    i64,
+);
+
+/// Applies the receipts that were waiting for the message ids of `delivery_ids` (just
+/// recorded as sent), in the order they happened, in the caller's transaction. Costs one
+/// indexed lookup when none wait.
+pub(super) async fn apply_early_receipts(
+    tx: &mut SqliteConnection,
+    delivery_ids: &[i64],
+    now: i64,
+) -> Result<(), StoreError> {
+    if delivery_ids.is_empty() {
+        return Ok(());
+    }
+    let waiting: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM early_receipts)")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !waiting {
+        return Ok(());
+    }
+    let ids = serde_json::to_string(delivery_ids).expect("ids serialize");
+    let rows: Vec<WaitingReceipt> = sqlx::query_as(
+        "SELECT e.event_id, e.channel, e.status, e.error, e.at, e.opt_out, d.id \
+         FROM deliveries d JOIN early_receipts e \
+           ON e.channel = d.channel AND e.provider_message_id = d.provider_message_id \
+         WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY e.at, e.event_id",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (event, channel, status, error, at, opt_out, delivery_id) in rows {
+        // Read again for each: an earlier receipt of the same message may have moved it.
+        let delivery: ReceiptDelivery = sqlx::query_as(
+            "SELECT id, status, contact_pk, contact_id FROM deliveries WHERE id = ?",
+        )
+        .bind(delivery_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let fields = ReceiptFields {
+            status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Unknown),
+            error: error.as_deref(),
+            at,
+            opt_out: opt_out.as_deref().and_then(Medium::parse),
+        };
+        apply_receipt(&mut *tx, &delivery, &fields, &channel, now).await?;
+        sqlx::query("UPDATE inbound_events SET delivery_id = ? WHERE id = ?")
+            .bind(delivery_id)
+            .bind(event)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM early_receipts WHERE event_id = ?")
+            .bind(event)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The `opted_out_source` of an opt-out a provider reported (at send time or in a receipt).

@@ -78,6 +78,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery reports",
         include_str!("../../migrations/0008_delivery_reports.sql"),
     ),
+    (
+        9,
+        "early receipts",
+        include_str!("../../migrations/0009_early_receipts.sql"),
+    ),
 ];
 
 /// Why the store could not be used.

@@ -32,7 +32,7 @@ use crate::spec::Object;
 use crate::spec::campaign::ReplyRule;
 use crate::spec::channel::{ChannelSpec, Medium};
 use crate::store::deliveries::DeliveryStatus;
-use crate::store::inbound::{Inbound, OptOut, ReceiptWrite, ReplyWrite};
+use crate::store::inbound::{Inbound, OptOut, ReceiptRecorded, ReceiptWrite, ReplyWrite};
 use crate::store::revisions::StoredSpec;
 use crate::store::{Store, StoreError};
 
@@ -372,14 +372,20 @@ pub struct ReceiptAnswer {
     /// `receipt`.
     #[schema(example = "receipt")]
     pub kind: String,
-    pub delivery_id: i64,
-    /// The delivery's status before and after the receipt.
+    /// The delivery it moved; none while it waits (`pending`).
+    pub delivery_id: Option<i64>,
+    /// The delivery's status before and after the receipt (while `pending`, `status` is
+    /// the receipt's own).
     #[schema(example = "delivered")]
-    pub previous_status: String,
+    pub previous_status: Option<String>,
     #[schema(example = "read")]
     pub status: String,
     /// False for a late receipt that would have moved the delivery back.
     pub changed: bool,
+    /// True when no delivery had its message id yet: it waits and is applied when the
+    /// send is recorded (Twilio and WhatsApp Cloud, which may call back that early).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// A follow-up to start once the reply is recorded.
@@ -583,12 +589,14 @@ pub async fn record_reply(
     })
 }
 
-/// Records a receipt. `Ok(None)`: no delivery on the channel has this message id (yet).
+/// Records a receipt. `keep_early`: a receipt for a message id no delivery has yet waits
+/// for it (the answer says `pending`); otherwise `Ok(None)`, nothing written.
 pub async fn record_receipt(
     store: &Store,
     channel: &InboundChannel,
     webhook_id: &str,
     receipt: &Receipt,
+    keep_early: bool,
     now: jiff::Timestamp,
 ) -> Result<Option<Inbound<ReceiptAnswer>>, StoreError> {
     let at = receipt.at.unwrap_or(now).min(now);
@@ -600,14 +608,27 @@ pub async fn record_receipt(
         error: receipt.error.as_deref(),
         at: at.as_millisecond(),
         opt_out: receipt.opted_out.then_some(channel.medium),
+        keep_early,
     };
-    let answer_of = |o: &crate::store::inbound::ReceiptOutcome| ReceiptAnswer {
-        duplicate: false,
-        kind: "receipt".into(),
-        delivery_id: o.delivery_id,
-        previous_status: o.previous.as_str().to_string(),
-        status: o.status.as_str().to_string(),
-        changed: o.changed,
+    let answer_of = |r: &ReceiptRecorded| match r {
+        ReceiptRecorded::Applied(o) => ReceiptAnswer {
+            duplicate: false,
+            kind: "receipt".into(),
+            delivery_id: Some(o.delivery_id),
+            previous_status: Some(o.previous.as_str().to_string()),
+            status: o.status.as_str().to_string(),
+            changed: o.changed,
+            pending: false,
+        },
+        ReceiptRecorded::Early => ReceiptAnswer {
+            duplicate: false,
+            kind: "receipt".into(),
+            delivery_id: None,
+            previous_status: None,
+            status: receipt.status.as_str().to_string(),
+            changed: false,
+            pending: true,
+        },
     };
     let recorded = store
         .record_receipt(
