@@ -5,8 +5,15 @@
 //! first byte; `none` (port 25) is plain text, for local test servers only. Certificates
 //! are checked against the public (Mozilla) roots, plus the CA certificates of `ca_file`
 //! when set (a relay whose certificate a private CA signed). With `username` and
-//! `password` herald authenticates (AUTH PLAIN or LOGIN). Up to `pool_size` connections
-//! (default [`DEFAULT_POOL_SIZE`]) stay open between messages.
+//! `password` herald authenticates (AUTH PLAIN or LOGIN).
+//!
+//! Pool: at most `pool_size` (default [`DEFAULT_POOL_SIZE`]) connections are open at once,
+//! and they stay open between messages. The pool is herald's own ([`pool`]), not the
+//! one of lettre's `AsyncSmtpTransport`: lettre hands a used connection back in a task
+//! spawned when it is dropped, so a send worker starting its next message right away found
+//! the pool empty and opened (and authenticated) one more connection, which was then
+//! closed because the pool was full. Here a connection is back in the pool before `send`
+//! returns. A connection idle longer than [`IDLE_LIMIT`] is closed instead of reused.
 //!
 //! A message is `multipart/alternative` with a `text/plain` and a `text/html` part when the
 //! template has both (one part when it has one), with `From`, `To`, `Reply-To`, `Subject`
@@ -36,11 +43,16 @@ use hmac::{Hmac, Mac};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::{PoolConfig, SUBMISSION_PORT, SUBMISSIONS_PORT};
-use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::{SMTP_PORT, SUBMISSION_PORT, SUBMISSIONS_PORT};
+use lettre::{Address, Message};
 use sha2::Sha256;
 
+mod pool;
+
+use self::pool::{Connector, Pool, Security};
+pub use self::pool::{IDLE_LIMIT, TRANSACTION_TIMEOUT};
 use super::{ChannelError, SendOutcome};
 use crate::message::{Content, EmailMessage, OutboundMessage};
 use crate::secrets::{SecretResolver, SecretString};
@@ -52,7 +64,8 @@ pub const HONOURS_IDEMPOTENCY_KEY: bool = false;
 /// The default of `max_in_flight`: as many sends as pooled connections.
 pub const DEFAULT_POOL_SIZE: u32 = 4;
 
-/// The timeout of each SMTP command (connect, each reply).
+/// How long opening a connection may take: the TCP connect, TLS, the greeting, EHLO,
+/// STARTTLS and AUTH together. lettre itself bounds only the TCP connect.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The path unsubscribe links point at, under the public URL.
@@ -63,7 +76,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// Sends through one SMTP account.
 pub struct EmailSmtpChannel {
     name: String,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: Pool,
     from: Mailbox,
     reply_to: Option<Mailbox>,
     /// `{public_url}` without a trailing slash and the key of the links' HMAC; `None`
@@ -77,6 +90,7 @@ impl std::fmt::Debug for EmailSmtpChannel {
         f.debug_struct("EmailSmtpChannel")
             .field("name", &self.name)
             .field("from", &self.from.to_string())
+            .field("pool_size", &self.pool.size)
             .field("unsubscribe_links", &self.unsubscribe.is_some())
             .finish_non_exhaustive()
     }
@@ -84,7 +98,7 @@ impl std::fmt::Debug for EmailSmtpChannel {
 
 impl EmailSmtpChannel {
     /// Resolves the password and the unsubscribe key, parses the addresses and sets up the
-    /// pooled transport. No network I/O (connections open on the first send).
+    /// connection pool. No network I/O (connections open on the first send).
     pub fn from_spec(
         name: &str,
         settings: &SmtpSettings,
@@ -122,10 +136,14 @@ impl EmailSmtpChannel {
             return Err(invalid("host", "is empty".into()));
         }
         let tls = settings.tls.as_ref().map_or(SmtpTls::Starttls, |t| t.value);
-        // With `ca_file` the TLS parameters are built here, with the private CA added to
-        // the public roots; lettre's relay constructors only know the public roots.
-        let private_tls = match (&settings.ca_file, tls) {
-            (None, _) => None,
+        // With `ca_file` the private CA is trusted in addition to the public roots;
+        // without it, the public roots only (what lettre's relay constructors use).
+        let tls_parameters = match (&settings.ca_file, tls) {
+            (None, SmtpTls::None) => None,
+            (None, _) => Some(
+                TlsParameters::new(host.to_string())
+                    .map_err(|e| invalid("host", format!("cannot set up TLS: {e}")))?,
+            ),
             (Some(_), SmtpTls::None) => {
                 return Err(invalid("ca_file", "needs TLS, but `tls` is `none`".into()));
             }
@@ -143,50 +161,40 @@ impl EmailSmtpChannel {
                 Some(params)
             }
         };
-        let mut builder = match (tls, private_tls) {
-            (SmtpTls::Starttls, None) => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
-                .map_err(|e| invalid("host", format!("cannot set up TLS: {e}")))?,
-            (SmtpTls::Implicit, None) => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
-                .map_err(|e| invalid("host", format!("cannot set up TLS: {e}")))?,
-            (SmtpTls::Starttls, Some(params)) => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                    .port(SUBMISSION_PORT)
-                    .tls(Tls::Required(params))
-            }
-            (SmtpTls::Implicit, Some(params)) => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                    .port(SUBMISSIONS_PORT)
-                    .tls(Tls::Wrapper(params))
-            }
-            (SmtpTls::None, _) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+        let (security, default_port) = match (tls, tls_parameters) {
+            (SmtpTls::Starttls, Some(params)) => (Security::Starttls(params), SUBMISSION_PORT),
+            (SmtpTls::Implicit, Some(params)) => (Security::Implicit(params), SUBMISSIONS_PORT),
+            _ => (Security::Plain, SMTP_PORT),
         };
-        if let Some(port) = &settings.port {
-            builder = builder.port(port.value);
-        }
-        match (&settings.username, &password) {
-            (Some(user), Some(password)) => {
-                builder = builder.credentials(Credentials::new(
-                    user.value.clone(),
-                    password.expose().to_string(),
-                ));
-            }
-            (None, None) => {}
+        let credentials = match (&settings.username, &password) {
+            (Some(user), Some(password)) => Some(Credentials::new(
+                user.value.clone(),
+                password.expose().to_string(),
+            )),
+            (None, None) => None,
             (Some(_), None) => {
                 return Err(invalid("password", "is required with `username`".into()));
             }
             (None, Some(_)) => {
                 return Err(invalid("username", "is required with `password`".into()));
             }
-        }
+        };
         let pool_size = settings
             .pool_size
             .as_ref()
             .map_or(DEFAULT_POOL_SIZE, |n| n.value)
             .max(1);
-        let transport = builder
-            .timeout(Some(TIMEOUT))
-            .pool_config(PoolConfig::new().max_size(pool_size))
-            .build();
+        let pool = Pool::new(
+            Connector {
+                host: host.to_string(),
+                port: settings.port.as_ref().map_or(default_port, |p| p.value),
+                security,
+                // As lettre's transport does: the machine's host name, else [127.0.0.1].
+                hello: ClientId::default(),
+                credentials,
+            },
+            pool_size as usize,
+        );
         let key = unsubscribe_key(name, settings, secrets)?;
         let unsubscribe = match (&settings.public_url, key) {
             (Some(url), Some(key)) => {
@@ -203,7 +211,7 @@ impl EmailSmtpChannel {
         };
         Ok(EmailSmtpChannel {
             name: name.to_string(),
-            transport,
+            pool,
             from,
             reply_to,
             unsubscribe,
@@ -242,11 +250,11 @@ impl EmailSmtpChannel {
             Ok(email) => email,
             Err(reason) => return SendOutcome::permanent(reason),
         };
-        match self.transport.send(email).await {
-            Ok(_) => SendOutcome::Sent {
+        match self.pool.send(email.envelope(), &email.formatted()).await {
+            Ok(()) => SendOutcome::Sent {
                 provider_message_id: Some(message_id),
             },
-            Err(e) => classify(&e),
+            Err(outcome) => outcome,
         }
     }
 
@@ -439,6 +447,10 @@ pub fn unsubscribe_key(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
+
     use super::*;
 
     #[test]
@@ -551,10 +563,10 @@ mod tests {
         assert!(message.contains("none"), "{message}");
     }
 
-    /// A real CA file is accepted for both TLS modes (the pool's cleanup task needs a
-    /// runtime, hence tokio::test); no connection is opened.
-    #[tokio::test]
-    async fn a_ca_file_of_certificates_sets_up_both_tls_modes() {
+    /// A real CA file is accepted for both TLS modes; no connection is opened (and no
+    /// runtime is needed: the pool starts no task).
+    #[test]
+    fn a_ca_file_of_certificates_sets_up_both_tls_modes() {
         let dir = tempfile::tempdir().unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -573,6 +585,216 @@ mod tests {
             );
             assert!(channel.is_ok(), "{tls}: {:?}", channel.err());
         }
+    }
+
+    /// What the fake SMTP server of the pool tests saw.
+    #[derive(Default)]
+    struct Seen {
+        /// Connections accepted so far.
+        opened: AtomicUsize,
+        /// Connections open now, and the most ever open at once.
+        open: AtomicUsize,
+        most_open: AtomicUsize,
+        auths: AtomicUsize,
+        quits: AtomicUsize,
+        messages: AtomicUsize,
+    }
+
+    const USER: &str = "herald-user";
+    const PASSWORD: &str = "pool-pass-0123456789";
+
+    /// An SMTP server on 127.0.0.1 speaking just enough of RFC 5321 (and AUTH PLAIN, RFC
+    /// 4616) for lettre's client: greeting, EHLO with AUTH, MAIL, RCPT (`550` for
+    /// bounce@), DATA, NOOP, RSET, QUIT. It counts connections and what came over them.
+    async fn fake_smtp() -> (u16, Arc<Seen>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Seen::default());
+        let counts = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(fake_session(stream, counts.clone()));
+            }
+        });
+        (port, seen)
+    }
+
+    async fn fake_session(stream: tokio::net::TcpStream, seen: Arc<Seen>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        seen.opened.fetch_add(1, SeqCst);
+        let now_open = seen.open.fetch_add(1, SeqCst) + 1;
+        seen.most_open.fetch_max(now_open, SeqCst);
+        let (read, mut write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let plain =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0{PASSWORD}"));
+        let _ = write.write_all(b"220 fake.test ESMTP\r\n").await;
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let answer = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                seen.messages.fetch_add(1, SeqCst);
+                "250 2.0.0 accepted".to_string()
+            } else {
+                let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                match verb.as_str() {
+                    "EHLO" => "250-fake.test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME".into(),
+                    "AUTH" if line == format!("AUTH PLAIN {plain}") => {
+                        seen.auths.fetch_add(1, SeqCst);
+                        "235 2.7.0 authenticated".into()
+                    }
+                    "AUTH" => "535 5.7.8 authentication credentials invalid".into(),
+                    "MAIL" | "NOOP" | "RSET" => "250 2.0.0 ok".into(),
+                    "RCPT" if line.contains("bounce@") => "550 5.1.1 no such user".into(),
+                    "RCPT" => "250 2.1.5 ok".into(),
+                    "DATA" => {
+                        in_data = true;
+                        "354 end data with <CR><LF>.<CR><LF>".into()
+                    }
+                    "QUIT" => {
+                        // Counted before the reply, so a client that waits for it sees it.
+                        seen.quits.fetch_add(1, SeqCst);
+                        seen.open.fetch_sub(1, SeqCst);
+                        let _ = write.write_all(b"221 2.0.0 bye\r\n").await;
+                        return;
+                    }
+                    _ => "502 5.5.2 command not recognized".into(),
+                }
+            };
+            if write
+                .write_all(format!("{answer}\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        seen.open.fetch_sub(1, SeqCst);
+    }
+
+    /// Channel `mail` on the fake server: plain text, AUTH with `password`, `pool_size`.
+    fn pool_channel(port: u16, pool_size: u32, password: &str) -> EmailSmtpChannel {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), password).unwrap();
+        let extra = format!(
+            "port: {port}\ntls: none\nusername: {USER}\npassword: \"${{file:password}}\"\n\
+             pool_size: {pool_size}\n"
+        );
+        EmailSmtpChannel::from_spec(
+            "mail",
+            &settings(&extra),
+            &SecretResolver::new(dir.path()),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn mail_to(to: &str) -> OutboundMessage {
+        OutboundMessage {
+            delivery_id: 1,
+            idempotency_key: format!("run1:{to}"),
+            run_id: 1,
+            campaign: "promo".into(),
+            channel: "mail".into(),
+            contact_id: "c-1".into(),
+            to: to.into(),
+            content: Content::Email(EmailMessage {
+                subject: "Hola".into(),
+                html: None,
+                text: Some("20% OFF".into()),
+                unsubscribe_url: None,
+            }),
+            test: false,
+        }
+    }
+
+    fn is_sent(outcome: &SendOutcome) -> bool {
+        matches!(outcome, SendOutcome::Sent { .. })
+    }
+
+    /// Eight sends at once through a pool of 2: never more than 2 connections open, each
+    /// authenticated once, and later sends reuse them instead of opening more.
+    #[tokio::test]
+    async fn sends_at_once_share_at_most_pool_size_connections() {
+        let (port, seen) = fake_smtp().await;
+        let channel = pool_channel(port, 2, PASSWORD);
+        let sends = (0..8).map(|n| mail_to(&format!("reader{n}@example.com")));
+        let sends: Vec<OutboundMessage> = sends.collect();
+        let outcomes = futures_util::future::join_all(sends.iter().map(|m| channel.send(m))).await;
+        assert!(outcomes.iter().all(is_sent), "{outcomes:?}");
+        for n in 0..3 {
+            let outcome = channel
+                .send(&mail_to(&format!("later{n}@example.com")))
+                .await;
+            assert!(is_sent(&outcome), "{outcome:?}");
+        }
+        assert_eq!(seen.messages.load(SeqCst), 11);
+        assert!(seen.most_open.load(SeqCst) <= 2);
+        assert!((1..=2).contains(&seen.opened.load(SeqCst)));
+        assert_eq!(seen.auths.load(SeqCst), seen.opened.load(SeqCst));
+    }
+
+    /// A connection idle past the limit is ended with QUIT and replaced, not reused: with
+    /// the limit at zero every idle connection is past it. With the default limit the
+    /// same two sends share one connection.
+    #[tokio::test]
+    async fn a_connection_idle_past_the_limit_is_closed_not_reused() {
+        let (port, seen) = fake_smtp().await;
+        let channel = pool_channel(port, 1, PASSWORD);
+        for to in ["a@example.com", "b@example.com"] {
+            assert!(is_sent(&channel.send(&mail_to(to)).await));
+        }
+        assert_eq!((seen.opened.load(SeqCst), seen.quits.load(SeqCst)), (1, 0));
+
+        let (port, seen) = fake_smtp().await;
+        let mut channel = pool_channel(port, 1, PASSWORD);
+        channel.pool.idle_limit = Duration::ZERO;
+        for to in ["a@example.com", "b@example.com"] {
+            assert!(is_sent(&channel.send(&mail_to(to)).await));
+        }
+        assert_eq!((seen.opened.load(SeqCst), seen.quits.load(SeqCst)), (2, 1));
+        // The old session was over before the new one opened.
+        assert_eq!(seen.most_open.load(SeqCst), 1);
+    }
+
+    /// An error reply makes lettre abort the session: it is not put back, and the next
+    /// message goes over a new connection (and is sent).
+    #[tokio::test]
+    async fn a_connection_that_got_an_error_reply_is_not_reused() {
+        let (port, seen) = fake_smtp().await;
+        let channel = pool_channel(port, 1, PASSWORD);
+        let outcome = channel.send(&mail_to("bounce@example.com")).await;
+        let SendOutcome::Permanent { reason, .. } = &outcome else {
+            panic!("a 550 is permanent: {outcome:?}");
+        };
+        assert!(
+            reason.contains("550") && reason.contains("no such user"),
+            "{reason}"
+        );
+        let outcome = channel.send(&mail_to("ana@example.com")).await;
+        assert!(is_sent(&outcome), "{outcome:?}");
+        assert_eq!(seen.opened.load(SeqCst), 2);
+        assert_eq!(seen.quits.load(SeqCst), 1, "the aborted session said QUIT");
+        assert_eq!(seen.messages.load(SeqCst), 1);
+    }
+
+    /// Refused credentials: permanent, the reason quoting the server and not the password,
+    /// the session ended with QUIT rather than kept.
+    #[tokio::test]
+    async fn refused_credentials_fail_the_message_and_end_the_session() {
+        let (port, seen) = fake_smtp().await;
+        let channel = pool_channel(port, 1, "a-wrong-password-42");
+        let outcome = channel.send(&mail_to("ana@example.com")).await;
+        let SendOutcome::Permanent { reason, .. } = &outcome else {
+            panic!("a 535 is permanent: {outcome:?}");
+        };
+        assert!(reason.contains("535"), "{reason}");
+        assert!(!reason.contains("a-wrong-password-42"), "{reason}");
+        assert_eq!((seen.auths.load(SeqCst), seen.quits.load(SeqCst)), (0, 1));
+        assert_eq!(seen.open.load(SeqCst), 0);
     }
 
     #[test]
