@@ -262,8 +262,9 @@ impl TwilioChannel {
                     return Err("an sms needs a text".into());
                 }
                 form.push(("Body", sms.text.clone()));
-                if let Some(url) = &sms.media_url {
-                    form.push(("MediaUrl", url.clone()));
+                // A URL that rendered empty means no media: Twilio refuses `MediaUrl=`.
+                if let Some(url) = sms.media_url.as_ref().filter(|u| !u.trim().is_empty()) {
+                    form.push(("MediaUrl", url.trim().to_string()));
                 }
             }
             Content::Whatsapp(wa) => form.extend(whatsapp_fields(wa)?),
@@ -653,6 +654,23 @@ mod tests {
                 ),
             ]
         );
+        // MMS: the media's URL; one that rendered empty is no media (Twilio refuses
+        // `MediaUrl=`).
+        let mms = |url: &str| {
+            c.form(&message(
+                "+51911111111",
+                Content::Sms(SmsMessage {
+                    text: "Hola".into(),
+                    media_url: Some(url.into()),
+                }),
+            ))
+            .unwrap()
+        };
+        assert!(
+            mms("https://cdn.example/a.jpg")
+                .contains(&("MediaUrl", "https://cdn.example/a.jpg".to_string()))
+        );
+        assert!(mms("  ").iter().all(|(name, _)| *name != "MediaUrl"));
     }
 
     #[test]

@@ -1138,6 +1138,11 @@ async fn send_one(job: &Job, clock: &dyn Clock) -> Attempt {
         .chain(job.run.campaign_limit.iter())
         .map(|g| g.as_ref())
         .collect();
+    // Checked before the limiters too: a held channel's jobs go back without waiting
+    // their turn (and without using the campaign's rate other channels could use).
+    if let Some(until) = job.handle.hold.until(clock.now()) {
+        return Attempt::Held { until };
+    }
     let asked = std::time::Instant::now();
     rate::acquire(&limiters).await;
     let waited = asked.elapsed();

@@ -600,6 +600,12 @@ pub(super) async fn apply_early_receipts(
     if !waiting {
         return Ok(());
     }
+    // Receipts that never met their message (a number also used outside herald) would
+    // keep this path busy: drop the stale ones here too, not only when one is kept.
+    sqlx::query("DELETE FROM early_receipts WHERE received_at < ?")
+        .bind(now - EARLY_RECEIPT_TTL_MS)
+        .execute(&mut *tx)
+        .await?;
     let ids = serde_json::to_string(delivery_ids).expect("ids serialize");
     let rows: Vec<WaitingReceipt> = sqlx::query_as(
         "SELECT e.event_id, e.channel, e.status, e.error, e.at, e.opt_out, d.id \

@@ -784,14 +784,17 @@ mod tests {
     /// Refused credentials: permanent, the reason quoting the server and not the password,
     /// the session ended with QUIT rather than kept.
     #[tokio::test]
-    async fn refused_credentials_fail_the_message_and_end_the_session() {
+    async fn refused_credentials_retry_the_message_and_end_the_session() {
         let (port, seen) = fake_smtp().await;
         let channel = pool_channel(port, 1, "a-wrong-password-42");
         let outcome = channel.send(&mail_to("ana@example.com")).await;
-        let SendOutcome::Permanent { reason, .. } = &outcome else {
-            panic!("a 535 is permanent: {outcome:?}");
+        // The channel's credentials, not the message, are wrong: retried (the campaign's
+        // attempts give time to fix the password), never failed at once.
+        let SendOutcome::Transient { reason, .. } = &outcome else {
+            panic!("a refused AUTH is transient: {outcome:?}");
         };
         assert!(reason.contains("535"), "{reason}");
+        assert!(reason.contains("cannot open an SMTP session"), "{reason}");
         assert!(!reason.contains("a-wrong-password-42"), "{reason}");
         assert_eq!((seen.auths.load(SeqCst), seen.quits.load(SeqCst)), (0, 1));
         assert_eq!(seen.open.load(SeqCst), 0);

@@ -170,11 +170,19 @@ impl Pool {
         }
     }
 
-    /// A new connection (see [`Connector::connect`]), or why not as an outcome.
+    /// A new connection (see [`Connector::connect`]), or why not as an outcome. Always
+    /// transient, even a 5xx (a refused AUTH, a 554 greeting): it is the channel's trouble,
+    /// not the message's, so a rotated password fails no delivery while someone fixes it
+    /// within the campaign's retries.
     async fn open(&self) -> Result<AsyncSmtpConnection, SendOutcome> {
         match tokio::time::timeout(TIMEOUT, self.connector.connect()).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => Err(match classify(&e) {
+                SendOutcome::Permanent { reason, .. } => {
+                    SendOutcome::transient(format!("cannot open an SMTP session: {reason}"))
+                }
+                other => other,
+            }),
             Err(_) => Err(SendOutcome::transient(format!(
                 "network error: no reply from the SMTP server within {} s while connecting",
                 TIMEOUT.as_secs()

@@ -12,7 +12,9 @@ use crate::spec::envelope::Document;
 use crate::spec::load::Loaded;
 use crate::spec::located::{Located, Pos};
 use crate::spec::suggest::did_you_mean;
-use crate::spec::template::{LocaleContent, TemplateSpec, VariableType, WhatsappContent};
+use crate::spec::template::{
+    LocaleContent, MediaType, TemplateSpec, VariableType, WhatsappContent,
+};
 
 /// The fields of `contact` in a template (`attributes` holds the free-form ones).
 pub const CONTACT_FIELDS: [&str; 11] = [
@@ -224,6 +226,15 @@ fn check_whatsapp(wa: &WhatsappContent, out: &mut Vec<Diagnostic>) {
         Some(_) => wa.text.is_some() || wa.buttons.is_some(),
         None => others,
     };
+    if let (Some(_), Some(media)) = (&wa.template, &wa.media)
+        && media.media_type.value == MediaType::Audio
+    {
+        out.push(Diagnostic::error(
+            Code::InvalidValue,
+            &media.media_type.at,
+            "a WhatsApp template's media header is an image, a video or a document, not audio",
+        ));
+    }
     if let (Some(template), Some(_)) = (&wa.template, &wa.media)
         && let Some(first) = template.header.first()
     {
