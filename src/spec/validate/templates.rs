@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::text_position::{find_variable, position_in_value};
 use super::{Index, check_url};
 use crate::spec::campaign::CampaignSpec;
+use crate::spec::channel::ChannelType;
 use crate::spec::diagnostic::{Code, Diagnostic};
 use crate::spec::envelope::Document;
 use crate::spec::load::Loaded;
@@ -444,6 +445,55 @@ fn report_open_variables(
     }
 }
 
+/// What `whatsapp_twilio` cannot send, found before anything is: Twilio sends approved
+/// WhatsApp templates only by their Content SID, carries a Content template's media in
+/// the template itself, and has buttons and lists only as Content templates. Said once
+/// per template content and channel, at the template's line.
+fn check_for_whatsapp_twilio(
+    channel: &str,
+    template: &Document<TemplateSpec>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let name = &template.metadata.name.value;
+    let locales = template
+        .spec
+        .locales
+        .values()
+        .filter_map(|c| c.whatsapp.as_ref());
+    for wa in template.spec.whatsapp.iter().chain(locales) {
+        let problem = match &wa.template {
+            Some(t) if t.content_sid.is_none() => Some((
+                &t.name.at,
+                "has no `content_sid`: whatsapp_twilio sends approved templates by their Twilio Content SID",
+            )),
+            Some(t) if wa.media.is_some() => Some((
+                &t.name.at,
+                "has a `media` header: a Twilio Content template carries its media itself (pass the URL's variable part in `header`)",
+            )),
+            None if wa.buttons.is_some() || wa.list.is_some() => Some((
+                wa.buttons
+                    .as_ref()
+                    .and_then(|b| b.first())
+                    .map(|b| &b.text.at)
+                    .or(wa.list.as_ref().map(|l| &l.button.at))
+                    .expect("buttons or a list"),
+                "has buttons or a list outside a `template`: Twilio sends those only as Content templates",
+            )),
+            _ => None,
+        };
+        if let Some((at, why)) = problem {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    at,
+                    format!("template `{name}` goes through whatsapp_twilio channel `{channel}` and {why}"),
+                )
+                .help("give the template's `whatsapp.template` a `content_sid: HX…` from Twilio's Content Template Builder, or send it through a whatsapp_cloud channel"),
+            );
+        }
+    }
+}
+
 fn check_campaign_against_template(
     index: &Index,
     campaign: &Document<CampaignSpec>,
@@ -475,6 +525,9 @@ fn check_campaign_against_template(
                 )
                 .help(format!("add `{medium}:` content to the template, or drop the channel")),
             );
+        }
+        if channel.spec.channel_type.value == ChannelType::WhatsappTwilio {
+            check_for_whatsapp_twilio(&channel_ref.value, template, out);
         }
     }
     for (name, variable) in &template.spec.variables {
