@@ -27,6 +27,9 @@ const ACCESS_TOKEN: &str = "EAAGm0PX4ZCpsBAKZCtesttoken";
 const APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
 const VERIFY_TOKEN: &str = "verify-me-please";
 const PHONE_NUMBER_ID: &str = "106540352242922";
+/// A second number of the same Meta app (channel `wa-2`): Meta posts its statuses to the
+/// app's one callback URL, here the `wa` channel's.
+const SECOND_NUMBER_ID: &str = "113269274970227";
 
 /// Ana's number works; Luis's window is closed (131047); Rosa's hits the throughput
 /// limit (130429) once; Pedro's works (and later fails in a status: 131050).
@@ -38,7 +41,7 @@ const PEDRO: &str = "+51944444444";
 /// One contact per message form, outside the promo's audience (ids start with `wa-`),
 /// each sent by the campaign of the same name with the template of the same name:
 /// (campaign and contact id, name, phone).
-const SHOWCASE: [(&str, &str, &str); 10] = [
+const SHOWCASE: [(&str, &str, &str); 11] = [
     ("wa-text", "Tina", "+51960000001"),
     ("wa-image", "Ines", "+51960000002"),
     ("wa-video", "Vico", "+51960000003"),
@@ -48,6 +51,8 @@ const SHOWCASE: [(&str, &str, &str); 10] = [
     ("wa-cta", "Ciro", "+51960000007"),
     ("wa-list", "Lia", "+51960000008"),
     ("wa-template-media", "Tito", "+51960000010"),
+    // Sent through `wa-2`, the app's second number.
+    ("wa-second", "Sara", "+51960000011"),
     // An audio with a text: WhatsApp takes no caption on audio, so herald refuses it
     // before any request.
     ("wa-audio-text", "Olga", "+51960000009"),
@@ -112,7 +117,8 @@ impl FakeGraphApi {
                     }
                     let path = got.last().unwrap().path.clone();
                     if got.last().unwrap().method != Method::POST
-                        || path != format!("/v21.0/{PHONE_NUMBER_ID}/messages")
+                        || (path != format!("/v21.0/{PHONE_NUMBER_ID}/messages")
+                            && path != format!("/v21.0/{SECOND_NUMBER_ID}/messages"))
                     {
                         return (
                             StatusCode::NOT_FOUND,
@@ -207,6 +213,26 @@ spec:
     verify_token: "${{env:WA_VERIFY_TOKEN}}"
     api_version: v21.0
     base_url: "http://{addr}"
+---
+apiVersion: herald/v1
+kind: Channel
+metadata: {{name: wa-2}}
+spec:
+  type: whatsapp_cloud
+  whatsapp_cloud:
+    phone_number_id: "{SECOND_NUMBER_ID}"
+    access_token: "${{env:WA_TOKEN}}"
+    app_secret: "${{env:WA_APP_SECRET}}"
+    verify_token: "${{env:WA_VERIFY_TOKEN}}"
+    api_version: v21.0
+    base_url: "http://{addr}"
+---
+apiVersion: herald/v1
+kind: Template
+metadata: {{name: wa-second}}
+spec:
+  whatsapp:
+    text: "Hola {{{{ contact.name }}}}"
 ---
 apiVersion: herald/v1
 kind: Template
@@ -352,6 +378,7 @@ spec:
 /// A campaign sending the template `name` to the contact `name` only. The list's reply
 /// `plan-pro` tags the contact, as any reply runs the rules of the campaign it answers.
 fn showcase_campaign(name: &str) -> String {
+    let channel = if name == "wa-second" { "wa-2" } else { "wa" };
     format!(
         r#"---
 apiVersion: herald/v1
@@ -365,7 +392,7 @@ kind: Campaign
 metadata: {{name: {name}}}
 spec:
   audience: {{segment: only-{name}}}
-  channels: {{strategy: specific, use: [wa]}}
+  channels: {{strategy: specific, use: [{channel}]}}
   template: {name}
   schedule: {{now: true}}
   consent: not_required
@@ -996,5 +1023,50 @@ async fn signed_notifications_record_statuses_and_replies_and_others_change_noth
             .as_str()
             .unwrap()
             .contains("object")
+    );
+}
+
+/// One Meta app has one callback URL for all its numbers: a status for the app's second
+/// number, posted to the first number's channel, moves the delivery on the second
+/// number's channel (routed by `metadata.phone_number_id`).
+#[tokio::test]
+async fn a_status_for_another_number_of_the_app_is_recorded_on_that_numbers_channel() {
+    let world = World::start().await;
+    let sara = showcase_phone("wa-second");
+    let got = world.api.got_for(sara);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].path, format!("/v21.0/{SECOND_NUMBER_ID}/messages"));
+    let wamid = format!("wamid.{}", sara.trim_start_matches('+'));
+    let for_number = |number: &str, status: &str| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+        "field": "messages",
+        "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783882", "phone_number_id": number},
+            "statuses": [{"id": wamid, "status": status, "timestamp": "1764000000",
+                "recipient_id": sara.trim_start_matches('+')}]
+        }}]}]})
+    };
+
+    // Posted to `wa`'s URL, for `wa-2`'s number: applied to the delivery on `wa-2`.
+    let (status, answer) = world
+        .signed(&for_number(SECOND_NUMBER_ID, "delivered"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["events"][0]["pending"], false, "{answer}");
+    assert_eq!(answer["events"][0]["status"], "delivered", "{answer}");
+    assert_eq!(
+        world.delivery_of("wa-second", "wa-second").await.0,
+        "delivered"
+    );
+
+    // A number no channel in force has: kept on `wa` as an early receipt (it never meets a
+    // `wa` delivery), the `wa-2` delivery untouched.
+    let (status, answer) = world.signed(&for_number("999999999999999", "read")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["events"][0]["pending"], true, "{answer}");
+    assert_eq!(
+        world.delivery_of("wa-second", "wa-second").await.0,
+        "delivered"
     );
 }

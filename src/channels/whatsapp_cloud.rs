@@ -479,6 +479,21 @@ pub enum Event {
 /// its `payload`) and `interactive` (`button_reply.id` / `list_reply.id`) are replies,
 /// from `+<from>`. `Err` names the field.
 pub fn parse_notification(body: &Value) -> Result<Vec<Event>, (&'static str, String)> {
+    Ok(parse_notification_by_number(body)?
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect())
+}
+
+/// An event and the business phone number (`phone_number_id`) it is for, when given.
+pub type NumberedEvent = (Option<String>, Event);
+
+/// [`parse_notification`], each event with the business phone number it is for
+/// (`value.metadata.phone_number_id`): one Meta app has one callback URL for all its
+/// numbers, so a channel's URL also receives what belongs to the app's other numbers.
+pub fn parse_notification_by_number(
+    body: &Value,
+) -> Result<Vec<NumberedEvent>, (&'static str, String)> {
     if body["object"].as_str() != Some("whatsapp_business_account") {
         return Err(("object", "must be whatsapp_business_account".to_string()));
     }
@@ -491,15 +506,18 @@ pub fn parse_notification(body: &Value) -> Result<Vec<Event>, (&'static str, Str
         .flat_map(|e| e["changes"].as_array().into_iter().flatten())
     {
         if change["field"].as_str() != Some("messages") {
-            events.push(Event::Ignored);
+            events.push((None, Event::Ignored));
             continue;
         }
         let value = &change["value"];
+        let number = value["metadata"]["phone_number_id"]
+            .as_str()
+            .map(str::to_string);
         for status in value["statuses"].as_array().into_iter().flatten() {
-            events.push(status_event(status)?);
+            events.push((number.clone(), status_event(status)?));
         }
         for message in value["messages"].as_array().into_iter().flatten() {
-            events.push(message_event(message)?);
+            events.push((number.clone(), message_event(message)?));
         }
     }
     Ok(events)

@@ -32,6 +32,8 @@
 //! What a reply or a receipt does is [`crate::webhooks::inbound`]'s; this adapter checks,
 //! parses, records, starts the follow-up campaigns a reply's rules ask for, and answers.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, Query, State};
@@ -349,17 +351,34 @@ async fn whatsapp_inbound(
     }
     let json: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    let events = whatsapp_cloud::parse_notification(&json)
+    let events = whatsapp_cloud::parse_notification_by_number(&json)
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
     let now = state.now();
+    let own_number = spec
+        .whatsapp_cloud
+        .as_ref()
+        .map(|s| s.value.phone_number_id.value.as_str());
+    let mut siblings: HashMap<String, Option<InboundChannel>> = HashMap::new();
     let mut answers = Vec::with_capacity(events.len());
-    for event in events {
+    for (number, event) in events {
+        // Another number of the same Meta app: recorded on its own channel.
+        let target = match number.filter(|n| Some(n.as_str()) != own_number) {
+            None => &inbound_channel,
+            Some(number) => {
+                if !siblings.contains_key(&number) {
+                    let sibling = whatsapp_sibling(state, &number, &secret).await?;
+                    siblings.insert(number.clone(), sibling);
+                }
+                siblings[&number].as_ref().unwrap_or(&inbound_channel)
+            }
+        };
+        let inbound_channel = target;
         match event {
             whatsapp_cloud::Event::Ignored => {
                 answers.push(serde_json::json!({"kind": "ignored"}));
             }
             whatsapp_cloud::Event::Reply { key, reply } => {
-                let Json(answer) = record_reply(state, &inbound_channel, &key, &reply).await?;
+                let Json(answer) = record_reply(state, inbound_channel, &key, &reply).await?;
                 answers.push(answer);
             }
             whatsapp_cloud::Event::Receipt { key, receipt } => {
@@ -368,7 +387,7 @@ async fn whatsapp_inbound(
                 // outside herald).
                 match logic::record_receipt(
                     &state.store,
-                    &inbound_channel,
+                    inbound_channel,
                     &key,
                     &receipt,
                     true,
@@ -389,6 +408,39 @@ async fn whatsapp_inbound(
     Ok(Json(
         serde_json::json!({"kind": "notification", "events": answers}),
     ))
+}
+
+/// The whatsapp_cloud channel in force for business number `number` whose app secret is
+/// `secret` (the one the notification was verified with: the same Meta app), if any.
+async fn whatsapp_sibling(
+    state: &AppState,
+    number: &str,
+    secret: &crate::secrets::SecretString,
+) -> Result<Option<InboundChannel>, ApiError> {
+    let stored = state.store.channels_in_force().await?;
+    let objects: Vec<StoredObject> = stored.iter().map(StoredObject::from).collect();
+    let resolver = SecretResolver::new(&state.dir);
+    for object in rebuild(&objects).objects {
+        let Object::Channel(doc) = object else {
+            continue;
+        };
+        let Some(settings) = doc.spec.whatsapp_cloud.as_ref() else {
+            continue;
+        };
+        let same_app = settings
+            .value
+            .app_secret
+            .as_ref()
+            .and_then(|s| resolver.resolve(s).ok())
+            .is_some_and(|s| s.expose() == secret.expose());
+        if settings.value.phone_number_id.value == number && same_app {
+            return Ok(InboundChannel::from_spec(
+                &doc.metadata.name.value,
+                &doc.spec,
+            ));
+        }
+    }
+    Ok(None)
 }
 
 /// A Twilio callback: the X-Twilio-Signature over the public URL and the sorted form

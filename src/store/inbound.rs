@@ -192,6 +192,19 @@ impl Store {
         })
     }
 
+    /// Every channel's spec version in force, by name.
+    pub async fn channels_in_force(&self) -> Result<Vec<StoredSpec>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, name, body, hash, file, line, introduced_in FROM specs \
+             WHERE kind = 'Channel' AND retired_in IS NULL ORDER BY name",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| Ok(super::revisions::stored_spec(row)?))
+            .collect()
+    }
+
     /// The contacts whose address on `medium` is `address` (phone for SMS and WhatsApp,
     /// e-mail, Telegram chat id), at most 100, by row key. An e-mail matches as written or
     /// in lower case.
