@@ -327,6 +327,11 @@ fn channel_handle(
         window,
         hold,
     });
+    // Older versions of this channel that no pinned run holds any more are let go: each
+    // may keep connections open (an SMTP pool, an HTTP client's idle sockets).
+    shared
+        .channels
+        .retain(|(other, _), h| other != name || Arc::strong_count(h) > 1);
     shared.channels.insert(key, handle.clone());
     Ok(handle)
 }
