@@ -421,6 +421,49 @@ pub fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration
     Some(Duration::from_secs(seconds as u64))
 }
 
+/// The most of a provider's answer herald reads (for a message id or a failure reason).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A provider's answer to one request.
+pub struct ProviderAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The first [`MAX_RESPONSE_BYTES`] of the body; empty when reading it failed.
+    pub body: Vec<u8>,
+    /// Whether the body was read without error (a body cut off mid-way holds no usable id).
+    pub body_read: bool,
+}
+
+/// Sends `request` and reads the answer. A request that got no response is the
+/// transient outcome of [`classify_transport_error`].
+pub async fn exchange(request: reqwest::RequestBuilder) -> Result<ProviderAnswer, SendOutcome> {
+    let mut response = request.send().await.map_err(classify_transport_error)?;
+    let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
+    let (body, body_read) = match read_capped(response).await {
+        Ok(body) => (body, true),
+        Err(_) => (Vec::new(), false),
+    };
+    Ok(ProviderAnswer {
+        status,
+        headers,
+        body,
+        body_read,
+    })
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_RESPONSE_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_RESPONSE_BYTES {
+            break;
+        }
+    }
+    Ok(body)
+}
+
 /// A request that got no response (connection refused or reset, DNS, TLS, timeout) is
 /// transient. The reason leaves out the URL, which for some providers holds a token.
 pub fn classify_transport_error(error: reqwest::Error) -> SendOutcome {

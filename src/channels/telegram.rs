@@ -35,7 +35,7 @@ use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{ChannelError, SendOutcome, body_excerpt, classify_http, classify_transport_error};
+use super::{ChannelError, SendOutcome, body_excerpt, classify_http, exchange};
 use crate::message::{ButtonMessage, Content, OutboundMessage, TelegramMessage};
 use crate::secrets::{SecretResolver, SecretString};
 use crate::spec::channel::{Medium, ParseMode, TelegramSettings};
@@ -56,9 +56,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The header Telegram sets on webhook updates to the `secret_token` of `setWebhook`.
 pub const SECRET_TOKEN_HEADER: &str = "x-telegram-bot-api-secret-token";
-
-/// The most of an answer herald reads.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Sends through one bot.
 pub struct TelegramChannel {
@@ -162,14 +159,10 @@ impl TelegramChannel {
             .api
             .join(method)
             .expect("a method name is a valid path");
-        let mut response = match self.client.post(url).json(&body).send().await {
-            Ok(response) => response,
-            Err(e) => return classify_transport_error(e),
-        };
-        let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
-        let body = read_capped(response).await.unwrap_or_default();
-        classify(&message.to, status, &headers, &body)
+        match exchange(self.client.post(url).json(&body)).await {
+            Ok(answer) => classify(&message.to, answer.status, &answer.headers, &answer.body),
+            Err(outcome) => outcome,
+        }
     }
 }
 
@@ -316,18 +309,6 @@ pub fn classify(
         SendOutcome::Permanent { .. } => SendOutcome::permanent(reason),
         sent => sent,
     }
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_RESPONSE_BYTES - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_RESPONSE_BYTES {
-            break;
-        }
-    }
-    Ok(body)
 }
 
 /// An inbound update, reduced to what herald records.

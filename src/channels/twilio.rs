@@ -40,7 +40,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
-use super::{ChannelError, SendOutcome, body_excerpt, classify_http, classify_transport_error};
+use super::{ChannelError, SendOutcome, body_excerpt, classify_http, exchange};
 use crate::message::{Content, OutboundMessage, WhatsappMessage};
 use crate::secrets::SecretResolver;
 use crate::spec::channel::{ChannelType, Medium, TwilioSettings};
@@ -64,8 +64,6 @@ pub const INBOUND_PATH: &str = "/v1/inbound/";
 
 /// The empty TwiML answer to an incoming message: herald sends no automatic reply.
 pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
-
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Twilio error codes worth retrying: too many requests, internal error, unavailable.
 const TRANSIENT_CODES: [i64; 3] = [20429, 20500, 20503];
@@ -292,14 +290,10 @@ impl TwilioChannel {
             .post(self.url.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .form(&form);
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return classify_transport_error(e),
-        };
-        let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
-        let body = read_capped(response).await.unwrap_or_default();
-        classify(status, &headers, &body)
+        match exchange(request).await {
+            Ok(answer) => classify(answer.status, &answer.headers, &answer.body),
+            Err(outcome) => outcome,
+        }
     }
 }
 
@@ -407,18 +401,6 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> SendOut
     } else {
         SendOutcome::permanent(reason)
     }
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_RESPONSE_BYTES - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_RESPONSE_BYTES {
-            break;
-        }
-    }
-    Ok(body)
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body into its pairs, in order (`+` is a

@@ -37,7 +37,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 
-use super::{ChannelError, SendOutcome, classify_http, classify_transport_error};
+use super::{ChannelError, SendOutcome, classify_http, exchange};
 use crate::message::{Content, OutboundMessage};
 use crate::secrets::{SecretResolver, SecretString};
 use crate::signing::{self, SigningKey};
@@ -53,9 +53,6 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
 /// The default per-request timeout (connect, send and read the response).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The most of a response body herald reads (for the id or a failure reason).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
@@ -294,21 +291,21 @@ impl WebhookChannel {
                 );
         }
         let request = request.body(body);
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return classify_transport_error(e),
+        let answer = match exchange(request).await {
+            Ok(answer) => answer,
+            Err(outcome) => return outcome,
         };
-        let status = response.status();
-        let response_headers = std::mem::take(response.headers_mut());
-        let body = read_capped(response).await;
+        let (status, body) = (answer.status, answer.body);
         if status.is_success() {
             return SendOutcome::Sent {
-                provider_message_id: body.as_deref().ok().and_then(provider_message_id),
+                provider_message_id: answer
+                    .body_read
+                    .then(|| provider_message_id(&body))
+                    .flatten(),
             };
         }
-        // A body cut off mid-way gives no usable reason; the status still decides.
-        let body = body.unwrap_or_default();
-        match classify_http(status, &response_headers, &body) {
+        // A body cut off mid-way gives no usable reason (it is empty); the status decides.
+        match classify_http(status, &answer.headers, &body) {
             SendOutcome::Permanent { reason, .. } if says_opted_out(status, &body) => {
                 SendOutcome::Permanent {
                     reason,
@@ -353,18 +350,6 @@ impl<'a> WebhookBody<'a> {
             test: message.test,
         }
     }
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_RESPONSE_BYTES - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_RESPONSE_BYTES {
-            break;
-        }
-    }
-    Ok(body)
 }
 
 /// `id` or `message_id` of a JSON object body, as text.

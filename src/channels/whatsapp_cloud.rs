@@ -42,7 +42,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
-use super::{ChannelError, SendOutcome, body_excerpt, classify_http, classify_transport_error};
+use super::{ChannelError, SendOutcome, body_excerpt, classify_http, exchange};
 use crate::message::{ButtonMessage, Content, MediaMessage, OutboundMessage, WhatsappMessage};
 use crate::secrets::SecretResolver;
 use crate::spec::channel::{Medium, WhatsappCloudSettings};
@@ -65,8 +65,6 @@ pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
 /// Reply buttons WhatsApp shows at most.
 const MAX_REPLY_BUTTONS: usize = 3;
-
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Graph API error codes worth retrying.
 const TRANSIENT_CODES: [i64; 9] = [1, 2, 4, 80007, 130429, 131000, 131016, 131048, 131056];
@@ -189,14 +187,10 @@ impl WhatsappCloudChannel {
             .post(self.url.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .json(&body);
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return classify_transport_error(e),
-        };
-        let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
-        let body = read_capped(response).await.unwrap_or_default();
-        classify(status, &headers, &body)
+        match exchange(request).await {
+            Ok(answer) => classify(answer.status, &answer.headers, &answer.body),
+            Err(outcome) => outcome,
+        }
     }
 }
 
@@ -408,18 +402,6 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> SendOut
         },
         _ => SendOutcome::permanent(reason),
     }
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_RESPONSE_BYTES - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_RESPONSE_BYTES {
-            break;
-        }
-    }
-    Ok(body)
 }
 
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` keyed with

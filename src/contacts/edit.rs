@@ -101,13 +101,8 @@ pub struct ContactEdit {
     pub consent: BTreeMap<Medium, ConsentChange>,
 }
 
-/// What an edit did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EditOutcome {
-    Created,
-    Updated,
-    Unchanged,
-}
+/// What an edit did: the same as what an imported row does.
+pub type EditOutcome = super::import::RowOutcome;
 
 /// A contact id as a path gives it: 1 to [`MAX_TEXT`] bytes, no control characters, no
 /// surrounding whitespace (a CSV import trims cells, so such an id could never be matched
@@ -563,34 +558,7 @@ pub fn apply(
             media_changed.push(*medium);
         }
     }
-    match (existing, before) {
-        (Some(record), Some(before)) => {
-            if data == *before {
-                return (EditOutcome::Unchanged, None);
-            }
-            data.updated_at = now;
-            let tags_changed = data.tags != before.tags;
-            let write = ContactWrite {
-                pk: Some(record.pk),
-                data,
-                row_changed: true,
-                tags_changed,
-                media_changed,
-            };
-            (EditOutcome::Updated, Some(write))
-        }
-        _ => {
-            let tags_changed = !data.tags.is_empty();
-            let write = ContactWrite {
-                pk: None,
-                data,
-                row_changed: true,
-                tags_changed,
-                media_changed,
-            };
-            (EditOutcome::Created, Some(write))
-        }
-    }
+    super::import::contact_write(existing, data, media_changed, now)
 }
 
 /// Applies `edit` to contact `id` in one write transaction and returns the outcome and the

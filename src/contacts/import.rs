@@ -186,40 +186,49 @@ pub fn merge(existing: Option<&ContactRecord>, row: ContactRow, now: i64) -> Mer
         }
     }
 
-    let (outcome, write) = match (existing, before) {
-        (Some(record), Some(before)) => {
-            if data == *before {
-                (RowOutcome::Unchanged, None)
-            } else {
-                data.updated_at = now;
-                let tags_changed = data.tags != before.tags;
-                let write = ContactWrite {
-                    pk: Some(record.pk),
-                    data,
-                    // updated_at moved, so the row is written whatever else changed.
-                    row_changed: true,
-                    tags_changed,
-                    media_changed,
-                };
-                (RowOutcome::Updated, Some(write))
-            }
-        }
-        _ => {
-            let tags_changed = !data.tags.is_empty();
-            let write = ContactWrite {
-                pk: None,
-                data,
-                row_changed: true,
-                tags_changed,
-                media_changed,
-            };
-            (RowOutcome::Created, Some(write))
-        }
-    };
+    let (outcome, write) = contact_write(existing, data, media_changed, now);
     Merged {
         outcome,
         write,
         warnings,
+    }
+}
+
+/// What it takes to make `existing` (`None`: a new contact) into `data`, whose media in
+/// `media_changed` changed: nothing when `data` is what is stored, else the write, with
+/// `updated_at` moved to `now` for an existing contact.
+pub(super) fn contact_write(
+    existing: Option<&ContactRecord>,
+    mut data: ContactData,
+    media_changed: Vec<Medium>,
+    now: i64,
+) -> (RowOutcome, Option<ContactWrite>) {
+    match existing {
+        Some(record) => {
+            if data == record.data {
+                return (RowOutcome::Unchanged, None);
+            }
+            data.updated_at = now;
+            let write = ContactWrite {
+                pk: Some(record.pk),
+                tags_changed: data.tags != record.data.tags,
+                data,
+                // updated_at moved, so the row is written whatever else changed.
+                row_changed: true,
+                media_changed,
+            };
+            (RowOutcome::Updated, Some(write))
+        }
+        None => {
+            let write = ContactWrite {
+                pk: None,
+                tags_changed: !data.tags.is_empty(),
+                data,
+                row_changed: true,
+                media_changed,
+            };
+            (RowOutcome::Created, Some(write))
+        }
     }
 }
 

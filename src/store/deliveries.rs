@@ -272,7 +272,7 @@ async fn record_sent_chunk(
 ) -> Result<(), StoreError> {
     static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let rows = rows_for(chunk.len());
-    let sql = |rows| {
+    let sql = chunk_sql(&FULL, rows, |rows| {
         let values = vec!["(?,?)"; rows].join(",");
         format!(
             "UPDATE deliveries SET status = 'sent', reason = NULL, next_attempt_at = NULL, \
@@ -280,12 +280,7 @@ async fn record_sent_chunk(
              sent_at = ?, updated_at = ? \
              FROM (VALUES {values}) AS v WHERE deliveries.id = v.column1"
         )
-    };
-    let sql = if rows == CHUNK {
-        FULL.get_or_init(|| sql(CHUNK)).clone()
-    } else {
-        sql(rows)
-    };
+    });
     let mut args = SqliteArguments::default();
     add(&mut args, now)?;
     add(&mut args, now)?;
@@ -305,6 +300,20 @@ async fn record_sent_chunk(
     Ok(())
 }
 
+/// The statement for `rows` rows made by `build`: the full-chunk one built once and kept
+/// in `full` (it stays prepared), other sizes built each time.
+fn chunk_sql(
+    full: &'static std::sync::OnceLock<String>,
+    rows: usize,
+    build: fn(usize) -> String,
+) -> String {
+    if rows == CHUNK {
+        full.get_or_init(|| build(CHUNK)).clone()
+    } else {
+        build(rows)
+    }
+}
+
 /// Writes up to [`CHUNK`] results of any kind with one `UPDATE … FROM (VALUES …)`.
 async fn record_chunk(
     tx: &mut sqlx::SqliteConnection,
@@ -313,11 +322,7 @@ async fn record_chunk(
 ) -> Result<(), StoreError> {
     static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let rows = rows_for(chunk.len());
-    let sql = if rows == CHUNK {
-        FULL.get_or_init(|| record_sql(CHUNK)).clone()
-    } else {
-        record_sql(rows)
-    };
+    let sql = chunk_sql(&FULL, rows, record_sql);
     let mut args = SqliteArguments::default();
     add(&mut args, now)?;
     add(&mut args, now)?;
