@@ -182,13 +182,13 @@ pub async fn serve(
         import_contacts(&store, csv, clock.now()).await?;
     }
     // The HTTP control routes need the engine itself; a substitute (tests) leaves them 503.
-    let engine = runs.is_none().then(|| {
-        Engine::new(store.clone(), dir.clone(), clock.clone()).with_public_url(public_url.clone())
-    });
-    let runs: Arc<dyn Runs> = match (&engine, runs) {
-        (Some(engine), _) => Arc::new(engine.clone()),
-        (None, Some(runs)) => runs,
-        (None, None) => unreachable!("an engine is built when no substitute is given"),
+    let (engine, runs): (Option<Engine>, Arc<dyn Runs>) = match runs {
+        Some(runs) => (None, runs),
+        None => {
+            let engine = Engine::new(store.clone(), dir.clone(), clock.clone())
+                .with_public_url(public_url.clone());
+            (Some(engine.clone()), Arc::new(engine))
+        }
     };
     if tokens.is_empty() {
         tracing::warn!(

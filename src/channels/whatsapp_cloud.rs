@@ -455,11 +455,8 @@ pub enum Event {
     Ignored,
 }
 
-/// Reads a webhook notification: every `entry[].changes[]` whose `field` is `messages`.
-/// `statuses[]`: `delivered`, `read` and `failed` (the first `errors[]` as the error) are
-/// receipts; `messages[]` of type `text` (`text.body`), `button` (a template quick reply:
-/// its `payload`) and `interactive` (`button_reply.id` / `list_reply.id`) are replies,
-/// from `+<from>`. `Err` names the field.
+/// [`parse_notification_by_number`] without the numbers (tests read events alone).
+#[cfg(test)]
 pub fn parse_notification(body: &Value) -> Result<Vec<Event>, (&'static str, String)> {
     Ok(parse_notification_by_number(body)?
         .into_iter()
@@ -470,9 +467,13 @@ pub fn parse_notification(body: &Value) -> Result<Vec<Event>, (&'static str, Str
 /// An event and the business phone number (`phone_number_id`) it is for, when given.
 pub type NumberedEvent = (Option<String>, Event);
 
-/// [`parse_notification`], each event with the business phone number it is for
-/// (`value.metadata.phone_number_id`): one Meta app has one callback URL for all its
-/// numbers, so a channel's URL also receives what belongs to the app's other numbers.
+/// Reads a webhook notification: every `entry[].changes[]` whose `field` is `messages`.
+/// `statuses[]`: `delivered`, `read` and `failed` (the first `errors[]` as the error) are
+/// receipts; `messages[]` of type `text` (`text.body`), `button` (a template quick reply:
+/// its `payload`) and `interactive` (`button_reply.id` / `list_reply.id`) are replies,
+/// from `+<from>`. `Err` names the field. Each event comes with the business phone number
+/// it is for (`value.metadata.phone_number_id`): one Meta app has one callback URL for all
+/// its numbers, so a channel's URL also receives what belongs to the app's other numbers.
 pub fn parse_notification_by_number(
     body: &Value,
 ) -> Result<Vec<NumberedEvent>, (&'static str, String)> {

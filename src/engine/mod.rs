@@ -28,6 +28,7 @@ use crate::channels::SendOutcome;
 use crate::message::OutboundMessage;
 use crate::render::{ContactView, RunContext, RunScope};
 use crate::spec::campaign::Consent;
+use crate::spec::channel::Medium;
 use crate::store::deliveries::{ClaimSlot, Claimed, Recorded};
 use crate::store::runs::NewRun;
 use crate::store::{Store, StoreError};
@@ -194,19 +195,21 @@ fn backoff(initial: Duration, max: Duration, attempt: u32, seed: i64) -> Duratio
     cap.mul_f64(unit)
 }
 
-/// A claimed row put back as it was before the claim (nothing was attempted).
-fn put_back(row: &Claimed, reason: &str, now: jiff::Timestamp) -> Recorded {
+/// A claimed row put back as it was before the claim (nothing was attempted), due again
+/// at `due` (unix ms): a batch that could not be prepared, a row outside its send window,
+/// a job whose channel the provider asked to wait.
+fn put_back(row: &Claimed, medium: Medium, reason: String, due: i64) -> Recorded {
     Recorded {
         id: row.id,
         contact_pk: row.contact_pk,
-        medium: crate::spec::channel::Medium::Sms,
+        medium,
         status: if row.attempts <= 1 {
             DeliveryStatus::Pending
         } else {
             DeliveryStatus::Retry
         },
-        reason: Some(reason.to_string()),
-        next_attempt_at: Some(now.as_millisecond()),
+        reason: Some(reason),
+        next_attempt_at: Some(due),
         provider_message_id: None,
         attempts_delta: -1,
         opt_out: false,
@@ -216,7 +219,7 @@ fn put_back(row: &Claimed, reason: &str, now: jiff::Timestamp) -> Recorded {
 /// A batch's contact: its consent per medium for the checks, and what templates see,
 /// built once (moved out of the stored record, not copied) and shared by its messages.
 struct BatchContact {
-    media: BTreeMap<crate::spec::channel::Medium, crate::store::contacts::MediumState>,
+    media: BTreeMap<Medium, crate::store::contacts::MediumState>,
     view: Arc<ContactView>,
 }
 
@@ -466,9 +469,6 @@ impl Engine {
         if claimed.is_empty() {
             return Ok(0);
         }
-        // Before `prepare`, which moves the rows' strings into the messages.
-        let claimed_channels: HashMap<i64, String> =
-            claimed.iter().map(|c| (c.id, c.channel.clone())).collect();
         let prepared = match self.prepare(&mut claimed, &runs, now).await {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -478,25 +478,22 @@ impl Engine {
                 let reason = format!("not sent: {e}");
                 let back: Vec<Recorded> = claimed
                     .iter()
-                    .map(|row| put_back(row, &reason, now))
+                    .map(|row| put_back(row, Medium::Sms, reason.clone(), now.as_millisecond()))
                     .collect();
                 self.record_until_done(&back, now).await?;
                 return Err(e);
             }
         };
-        let mut attempted = 0;
+        let mut counts = ResultCounts::default();
         let mut results: Vec<Recorded> = Vec::with_capacity(claimed.len());
         let mut jobs: Vec<Job> = Vec::new();
         for (row, p) in claimed.into_iter().zip(prepared) {
             match p {
                 Prepared::Done(r) => {
-                    if r.attempts_delta == 0 {
-                        attempted += 1;
-                    }
+                    counts.add(&row.channel, &r);
                     results.push(r);
                 }
                 Prepared::Send(message, handle, run) => {
-                    attempted += 1;
                     jobs.push(Job {
                         row,
                         message,
@@ -514,17 +511,19 @@ impl Engine {
             let outcome = match outcome {
                 Some(Attempt::Made(outcome)) => outcome,
                 Some(Attempt::Held { until }) => {
-                    attempted -= 1;
                     results.push(held_back(job, until));
                     continue;
                 }
                 None => SendOutcome::transient("the send task stopped"),
             };
             let flush_error = flush_failed.get(&(Arc::as_ptr(&job.handle) as usize));
-            results.push(result_of(job, outcome, flush_error, recorded_at));
+            let result = result_of(job, outcome, flush_error, recorded_at);
+            counts.add(&job.message.channel, &result);
+            results.push(result);
         }
         self.record_until_done(&results, recorded_at).await?;
-        count_results(&claimed_channels, &results);
+        let attempted = counts.attempted();
+        counts.emit();
         Ok(attempted)
     }
 
@@ -615,7 +614,7 @@ impl Engine {
                     opt_out: false,
                 })
             };
-            let fallback_medium = crate::spec::channel::Medium::Sms;
+            let fallback_medium = Medium::Sms;
             let Some(run) = runs.get(&row.run) else {
                 // Claimed rows always belong to a running run we pinned.
                 out.push(done(
@@ -634,22 +633,23 @@ impl Engine {
                 continue;
             };
             let medium = channel.medium;
-            let handle =
-                match &channel.handle {
-                    Ok(h) => h.clone(),
-                    Err(e) => {
-                        // Not an attempt: back to wait with the row's backoff (its attempts
-                        // unchanged) while the channel is rebuilt on a later batch.
-                        let mut back = put_back(row, &format!("channel unavailable: {e}"), now);
-                        back.status = DeliveryStatus::Retry;
-                        back.medium = medium;
-                        back.next_attempt_at = Some(now.as_millisecond().saturating_add(ms(
-                            backoff(run.initial_backoff, run.max_backoff, row.attempts, row.id),
-                        )));
-                        out.push(Prepared::Done(back));
-                        continue;
-                    }
-                };
+            let handle = match &channel.handle {
+                Ok(h) => h.clone(),
+                Err(e) => {
+                    // Not an attempt: back to wait with the row's backoff (its attempts
+                    // unchanged) while the channel is rebuilt on a later batch.
+                    let due = now.as_millisecond().saturating_add(ms(backoff(
+                        run.initial_backoff,
+                        run.max_backoff,
+                        row.attempts,
+                        row.id,
+                    )));
+                    let mut back = put_back(row, medium, format!("channel unavailable: {e}"), due);
+                    back.status = DeliveryStatus::Retry;
+                    out.push(Prepared::Done(back));
+                    continue;
+                }
+            };
             // A row key can be reused by another contact after a delete: only the contact
             // the row was snapshotted for may receive it.
             let Some(contact) = contacts
@@ -699,21 +699,13 @@ impl Engine {
                 let open =
                     window::next_open_all(&windows, now, contact_zone.as_ref(), &run.schedule_zone);
                 if open > now {
-                    out.push(Prepared::Done(Recorded {
-                        id: row.id,
-                        contact_pk: row.contact_pk,
+                    let reason = "outside the send window".to_string();
+                    out.push(Prepared::Done(put_back(
+                        row,
                         medium,
-                        status: if row.attempts <= 1 {
-                            DeliveryStatus::Pending
-                        } else {
-                            DeliveryStatus::Retry
-                        },
-                        reason: Some("outside the send window".into()),
-                        next_attempt_at: Some(open.as_millisecond()),
-                        provider_message_id: None,
-                        attempts_delta: -1,
-                        opt_out: false,
-                    }));
+                        reason,
+                        open.as_millisecond(),
+                    )));
                     continue;
                 }
             }
@@ -744,14 +736,13 @@ impl Engine {
                 }
             };
             let unsubscribe_url = handle.channel.unsubscribe_url(&contact.view.id);
-            let content =
-                match renderer.render_in(contact.view.clone(), scope, unsubscribe_url.as_deref()) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        out.push(done(DeliveryStatus::Skipped, e.to_string(), medium));
-                        continue;
-                    }
-                };
+            let content = match renderer.render_in(contact.view.clone(), scope, unsubscribe_url) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(done(DeliveryStatus::Skipped, e.to_string(), medium));
+                    continue;
+                }
+            };
             if capped {
                 *batch_sends.entry(row.contact_pk).or_default() += 1;
             }
@@ -1037,14 +1028,35 @@ impl Engine {
 
 /// Counts a recorded batch in the `herald_messages_total` metric, once per (channel,
 /// status). Rows put back without an attempt (a closed send window) are not results.
-fn count_results(channel_of: &HashMap<i64, String>, results: &[Recorded]) {
-    let mut counts: HashMap<(&str, DeliveryStatus), u64> = HashMap::new();
-    for r in results.iter().filter(|r| r.attempts_delta == 0) {
-        let channel = channel_of.get(&r.id).map_or("", String::as_str);
-        *counts.entry((channel, r.status)).or_default() += 1;
+/// A batch's attempts by (channel, status), for the messages metric and the count
+/// `dispatch_once` returns. Rows put back (their attempt not counted) are left out. A
+/// batch has a handful of such pairs: a list searched in place, nothing allocated per row.
+#[derive(Default)]
+struct ResultCounts(Vec<(String, DeliveryStatus, u64)>);
+
+impl ResultCounts {
+    fn add(&mut self, channel: &str, result: &Recorded) {
+        if result.attempts_delta != 0 {
+            return;
+        }
+        match self
+            .0
+            .iter_mut()
+            .find(|(c, s, _)| *s == result.status && c == channel)
+        {
+            Some(entry) => entry.2 += 1,
+            None => self.0.push((channel.to_string(), result.status, 1)),
+        }
     }
-    for ((channel, status), n) in counts {
-        crate::metrics::message_result(channel, status.as_str(), n);
+
+    fn attempted(&self) -> usize {
+        self.0.iter().map(|(_, _, n)| *n as usize).sum()
+    }
+
+    fn emit(self) {
+        for (channel, status, n) in self.0 {
+            crate::metrics::message_result(&channel, status.as_str(), n);
+        }
     }
 }
 
@@ -1175,24 +1187,12 @@ async fn send_one(job: &Job, clock: &dyn Clock) -> Attempt {
 /// A job not sent because its channel is held: due again when the hold ends, the attempt
 /// not counted (like a row outside its send window).
 fn held_back(job: &Job, until: i64) -> Recorded {
-    Recorded {
-        id: job.row.id,
-        contact_pk: job.row.contact_pk,
-        medium: job.handle.channel.medium(),
-        status: if job.row.attempts <= 1 {
-            DeliveryStatus::Pending
-        } else {
-            DeliveryStatus::Retry
-        },
-        reason: Some(format!(
-            "not sent: the provider asked channel {} to wait",
-            job.handle.channel.name()
-        )),
-        next_attempt_at: Some(until),
-        provider_message_id: None,
-        attempts_delta: -1,
-        opt_out: false,
-    }
+    let channel = &job.handle.channel;
+    let reason = format!(
+        "not sent: the provider asked channel {} to wait",
+        channel.name()
+    );
+    put_back(&job.row, channel.medium(), reason, until)
 }
 
 /// Flushes each channel the jobs used, once (retried once): `sent` is recorded only once

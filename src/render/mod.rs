@@ -192,10 +192,9 @@ pub struct RunScope {
     campaign: Value,
     run: Value,
     channel: Value,
-    unsubscribe_url: Value,
     now: Value,
     timezone: Option<jiff::tz::TimeZone>,
-    unsubscribe: Option<String>,
+    unsubscribe_url: Option<String>,
 }
 
 impl RunScope {
@@ -209,11 +208,6 @@ impl RunScope {
                 ("name", Value::from(run.channel.as_str())),
                 ("medium", Value::from(medium.as_str())),
             ]),
-            unsubscribe_url: run
-                .unsubscribe_url
-                .as_deref()
-                .map(link_value)
-                .unwrap_or(Value::UNDEFINED),
             now: Value::from(
                 run.now
                     .round(jiff::Unit::Second)
@@ -221,7 +215,7 @@ impl RunScope {
                     .to_string(),
             ),
             timezone: run.timezone.clone(),
-            unsubscribe: run.unsubscribe_url.clone(),
+            unsubscribe_url: run.unsubscribe_url.clone(),
         }
     }
 }
@@ -386,12 +380,13 @@ impl Renderer {
         &self,
         contact: Arc<ContactView>,
         run: &RunScope,
-        unsubscribe_url: Option<&str>,
+        unsubscribe_url: Option<String>,
     ) -> Result<Content, RenderError> {
-        let (unsubscribe_value, unsubscribe) = match unsubscribe_url {
-            Some(url) => (link_value(url), Some(url.to_string())),
-            None => (run.unsubscribe_url.clone(), run.unsubscribe.clone()),
-        };
+        let unsubscribe = unsubscribe_url.or_else(|| run.unsubscribe_url.clone());
+        let unsubscribe_value = unsubscribe
+            .as_deref()
+            .map(link_value)
+            .unwrap_or(Value::UNDEFINED);
         let medium = run.medium;
         let Some(i) = self.pick(medium, contact.locale.as_deref()) else {
             return Err(RenderError::NoContent {

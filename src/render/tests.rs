@@ -475,7 +475,10 @@ fn a_contacts_own_unsubscribe_link_replaces_the_runs_and_odd_links_stay_escaped(
         json!({}),
     );
     let scope = RunScope::new(&run(), Medium::Email);
-    let render = |url| match r.render_in(Arc::new(contact()), &scope, Some(url)).unwrap() {
+    let render = |url| match r
+        .render_in(Arc::new(contact()), &scope, Some(String::from(url)))
+        .unwrap()
+    {
         Content::Email(e) => (e.html.unwrap(), e.unsubscribe_url.unwrap()),
         _ => panic!(),
     };

@@ -517,7 +517,6 @@ impl ContactsWriter {
         Ok(self.tx.commit().await?)
     }
 
-    /// Undoes every write of this transaction (dropping the writer does the same).
     /// Reports in this transaction that `contact_id` opted out of `medium` (the
     /// `contact.opted_out` webhook event, for the subscriptions in force).
     pub async fn report_opt_out(
@@ -539,6 +538,7 @@ impl ContactsWriter {
         Ok(())
     }
 
+    /// Undoes every write of this transaction (dropping the writer does the same).
     pub async fn rollback(self) -> Result<(), StoreError> {
         Ok(self.tx.rollback().await?)
     }

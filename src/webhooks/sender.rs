@@ -240,8 +240,13 @@ impl Sender {
     /// each came to. Returns how many requests were made.
     pub async fn deliver_once(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
+        let pending = self.store.webhooks_with_pending().await?;
+        if pending.is_empty() {
+            // Nothing waits: no need to read and rebuild the subscriptions (every step).
+            return Ok(0);
+        }
         let targets = targets(self.store.webhook_subscriptions().await?);
-        for webhook in self.store.webhooks_with_pending().await? {
+        for webhook in pending {
             let reason = match targets.get(&webhook) {
                 None => Some("the webhook is no longer in force".to_string()),
                 Some(t) => t.usable.clone().err(),

@@ -279,7 +279,8 @@ impl EmailSmtpChannel {
         if let Some(reply_to) = &self.reply_to {
             builder = builder.reply_to(reply_to.clone());
         }
-        if let Some(link) = self.unsubscribe_url(&message.contact_id) {
+        // The engine rendered the message with this contact's link (see `unsubscribe_url`).
+        if let Some(link) = &content.unsubscribe_url {
             let mailto = format!("mailto:{}?subject=unsubscribe", self.from.email);
             builder = builder
                 .raw_header(HeaderValue::new(
@@ -330,22 +331,11 @@ fn private_roots(path: &str) -> Result<Certificate, String> {
 /// An SMTP failure as an outcome: a 5xx reply permanent, a 4xx reply and every error
 /// without a reply (connection, TLS, timeout) transient.
 pub fn classify(error: &lettre::transport::smtp::Error) -> SendOutcome {
-    let reason = one_line(&error.to_string());
+    let reason = super::body_excerpt(error.to_string().as_bytes());
     if error.is_permanent() {
         SendOutcome::permanent(reason)
     } else {
         SendOutcome::transient(reason)
-    }
-}
-
-fn one_line(text: &str) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() > super::REASON_EXCERPT_CHARS {
-        let mut cut: String = line.chars().take(super::REASON_EXCERPT_CHARS).collect();
-        cut.push('…');
-        cut
-    } else {
-        line
     }
 }
 
