@@ -7,14 +7,12 @@ mod server;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use server::Herald;
+use server::{Herald, Scratch};
 
 /// A site with an SMS outbox channel, a fast campaign `promo` and a `slow` one (2 a
 /// second), both on a cron that does not fire during the test; 10 contacts opted in.
-fn start() -> (tempfile::TempDir, Herald) {
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path().join("site");
-    std::fs::create_dir_all(&dir).unwrap();
+fn start() -> (Scratch, Herald) {
+    let scratch = Scratch::new();
     let campaign = |name: &str, extra: &str| {
         format!(
             "---\napiVersion: herald/v1\nkind: Campaign\nmetadata: {{name: {name}}}\n\
@@ -31,24 +29,13 @@ fn start() -> (tempfile::TempDir, Herald) {
         campaign("promo", ""),
         campaign("slow", "  delivery: {rate: {per_second: 2}}\n")
     );
-    std::fs::write(dir.join("site.yaml"), site).unwrap();
-    let db = scratch.path().join("herald.db");
+    scratch.write_site("site.yaml", &site);
     let mut csv = String::from("id,name,phone,opted_in\n");
     for i in 1..=10 {
         csv.push_str(&format!("c{i:02},Person {i},+5198765{i:04},sms\n"));
     }
-    let file = scratch.path().join("contacts.csv");
-    std::fs::write(&file, csv).unwrap();
-    Command::cargo_bin("herald")
-        .unwrap()
-        .args(["contacts", "import"])
-        .arg(&file)
-        .arg("--db")
-        .arg(&db)
-        .env_remove("HERALD_DB")
-        .assert()
-        .success();
-    let herald = Herald::start(&dir, &db);
+    scratch.import_contacts(&csv);
+    let herald = scratch.start();
     (scratch, herald)
 }
 

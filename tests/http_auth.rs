@@ -7,7 +7,7 @@
 #[path = "support/server.rs"]
 mod server;
 
-use server::{ADMIN, Herald, OPERATOR, VIEWER};
+use server::{ADMIN, Herald, OPERATOR, Scratch, VIEWER};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
@@ -79,19 +79,10 @@ async fn call(
 
 #[tokio::test]
 async fn every_route_enforces_its_declared_role() {
-    let scratch = tempfile::tempdir().unwrap();
-    let site = scratch.path().join("site");
-    server::copy_example(&site);
-    let herald = Herald::start(&site, &scratch.path().join("herald.db"));
+    let scratch = Scratch::example();
+    let herald = scratch.start();
     let client = reqwest::Client::new();
-    let doc: serde_json::Value = client
-        .get(herald.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = herald.get_json("/openapi.json", None).await;
     let paths = doc["paths"].as_object().expect("the document lists paths");
     let mut walked = 0;
     let mut problems = Vec::new();
@@ -164,10 +155,8 @@ async fn every_route_enforces_its_declared_role() {
 
 #[tokio::test]
 async fn a_token_is_accepted_as_a_basic_password_and_answers_name_the_scheme() {
-    let scratch = tempfile::tempdir().unwrap();
-    let site = scratch.path().join("site");
-    server::copy_example(&site);
-    let herald = Herald::start(&site, &scratch.path().join("herald.db"));
+    let scratch = Scratch::example();
+    let herald = scratch.start();
     let client = reqwest::Client::new();
     let refused = client.get(herald.url("/v1/status")).send().await.unwrap();
     assert_eq!(refused.status(), 401);

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use serde_json::{Value, json};
-use server::{Herald, OPERATOR, VIEWER};
+use server::{Herald, OPERATOR, Scratch, VIEWER};
 
 const EXAMPLE_CSV: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -78,23 +78,17 @@ spec:
 "#;
 
 struct Site {
-    _scratch: tempfile::TempDir,
+    _scratch: Scratch,
     herald: Herald,
     client: reqwest::Client,
 }
 
 impl Site {
     fn start() -> Site {
-        let scratch = tempfile::tempdir().unwrap();
-        let dir = scratch.path().join("site");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("site.yaml"), SITE).unwrap();
-        std::fs::write(
-            dir.join("hook-secret"),
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        )
-        .unwrap();
-        let herald = Herald::start(&dir, &scratch.path().join("herald.db"));
+        let scratch = Scratch::new();
+        scratch.write_site("site.yaml", SITE);
+        scratch.write_site("hook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let herald = scratch.start();
         Site {
             _scratch: scratch,
             herald,
@@ -363,7 +357,7 @@ async fn consent_is_recorded_per_medium_with_its_source() {
         Some(json!({"medium": "sms", "source": "again"})),
     )
     .await;
-    let events = opted_out_events(&site.herald.db).await;
+    let events = opted_out_events(&site.herald).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["data"]["contact_id"], "c1", "{events:?}");
     assert_eq!(events[0]["data"]["medium"], "sms");
@@ -629,18 +623,11 @@ async fn contacts_are_the_operators_even_to_read() {
 }
 
 /// The payloads of the `contact.opted_out` events in the webhook outbox.
-async fn opted_out_events(db: &std::path::Path) -> Vec<Value> {
-    use sqlx::Connection;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
+async fn opted_out_events(herald: &Herald) -> Vec<Value> {
     let rows: Vec<String> = sqlx::query_scalar(
         "SELECT payload FROM webhook_outbox WHERE event_type = 'contact.opted_out' ORDER BY id",
     )
-    .fetch_all(&mut conn)
+    .fetch_all(&mut herald.db().await)
     .await
     .unwrap();
     rows.iter()

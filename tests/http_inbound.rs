@@ -3,17 +3,19 @@
 //! message id per contact), then the gateway's replies and receipts come back signed with
 //! the channel's secret. Checked in the store file itself (read only).
 
+#[path = "support/fake.rs"]
+mod fake;
 #[path = "support/server.rs"]
 mod server;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use herald::signing::{self, SigningKey};
 use serde_json::{Value, json};
-use server::{Herald, Options};
-use sqlx::Row;
+use server::{Herald, Scratch};
 
 const GATEWAY_SECRET: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZg==";
 const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -56,32 +58,21 @@ impl Gateway {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Gateway { addr, got }
+        Gateway {
+            addr: fake::serve(app).await,
+            got,
+        }
     }
 
     fn got(&self, path: &str) -> Vec<Got> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|g| g.path == path)
-            .cloned()
-            .collect()
+        fake::matching(&self.got, |g| g.path == path)
     }
 }
 
-use axum::response::IntoResponse;
-
-fn site(dir: &std::path::Path, gateway: &Gateway) {
+fn site(gateway: &Gateway) -> String {
     let url = |path: &str| format!("http://{}{path}", gateway.addr);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("site.yaml"),
-        format!(
-            r#"apiVersion: herald/v1
+    format!(
+        r#"apiVersion: herald/v1
 kind: Channel
 metadata: {{name: sms-gateway}}
 spec:
@@ -144,80 +135,47 @@ spec:
   secret: "${{env:GATEWAY_SECRET}}"
   events: [message.replied, contact.opted_out, delivery.read, delivery.failed]
 "#,
-            send = url("/send"),
-            events = url("/events"),
-        ),
+        send = url("/send"),
+        events = url("/events"),
     )
-    .unwrap();
 }
+
+/// How long the tests wait for the server to get somewhere.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A daemon with three contacts, each sent the `promo` campaign (the gateway's ids are
 /// `gw-c-1`, `gw-c-2`, `gw-c-3`).
 struct World {
     herald: Herald,
     gateway: Gateway,
-    _scratch: tempfile::TempDir,
+    _scratch: Scratch,
 }
 
 impl World {
     async fn start() -> World {
-        let scratch = tempfile::tempdir().unwrap();
+        let scratch = Scratch::new();
         let gateway = Gateway::start().await;
-        let dir = scratch.path().join("site");
-        site(&dir, &gateway);
-        let contacts = scratch.path().join("contacts.csv");
-        std::fs::write(
-            &contacts,
+        scratch.write_site("site.yaml", &site(&gateway));
+        let contacts = scratch.write_contacts(
             "id,name,phone,tags\nc-1,Ana,+51911111111,vip\nc-2,Luis,+51922222222,vip\nc-3,Rosa,+51933333333,\n",
-        )
-        .unwrap();
-        let db = scratch.path().join("herald.db");
-        let mut options = Options::new(&dir, &db);
-        options.args = vec!["--contacts".into(), contacts.display().to_string()];
-        options.env = vec![("GATEWAY_SECRET".into(), GATEWAY_SECRET.into())];
-        let herald = Herald::start_with(options);
+        );
+        let herald = scratch
+            .options()
+            .with_contacts(&contacts)
+            .with_env(&[("GATEWAY_SECRET", GATEWAY_SECRET)])
+            .start();
         let world = World {
             herald,
             gateway,
             _scratch: scratch,
         };
         world
-            .wait_for("the three promo messages to be recorded as sent", || async {
-                world.scalar("SELECT count(*) FROM deliveries WHERE status = 'sent' AND provider_message_id LIKE 'gw-%'").await == 3
+            .herald
+            .wait_until("the three promo messages to be recorded as sent", WAIT, || async {
+                world.herald.scalar("SELECT count(*) FROM deliveries WHERE status = 'sent' AND provider_message_id LIKE 'gw-%'").await == 3
             })
             .await;
         world
-    }
-
-    async fn wait_for<F, Fut>(&self, what: &str, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let started = Instant::now();
-        while !check().await {
-            if started.elapsed() > Duration::from_secs(30) {
-                panic!("timed out waiting for {what}:\n{}", self.herald.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn db(&self) -> sqlx::SqliteConnection {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&self.herald.db)
-            .read_only(true);
-        <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .unwrap()
-    }
-
-    async fn scalar(&self, sql: &str) -> i64 {
-        let mut db = self.db().await;
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
     }
 
     /// (opted_in_at, opted_out_at, opted_out_source, last_inbound_at) of a contact's SMS.
@@ -225,46 +183,19 @@ impl World {
         &self,
         contact: &str,
     ) -> (Option<i64>, Option<i64>, Option<String>, Option<i64>) {
-        let mut db = self.db().await;
-        let row = sqlx::query(
-            "SELECT m.opted_in_at, m.opted_out_at, m.opted_out_source, m.last_inbound_at \
-             FROM contacts c JOIN contact_media m ON m.contact_pk = c.pk AND m.medium = 'sms' \
-             WHERE c.id = ?",
+        let m = self.herald.medium(contact, "sms").await.unwrap_or_default();
+        (
+            m.opted_in_at,
+            m.opted_out_at,
+            m.opted_out_source,
+            m.last_inbound_at,
         )
-        .bind(contact)
-        .fetch_optional(&mut db)
-        .await
-        .unwrap();
-        match row {
-            None => (None, None, None, None),
-            Some(r) => (r.get(0), r.get(1), r.get::<Option<String>, _>(2), r.get(3)),
-        }
-    }
-
-    async fn tags(&self, contact: &str) -> Vec<String> {
-        let mut db = self.db().await;
-        sqlx::query_scalar(
-            "SELECT t.tag FROM contacts c JOIN contact_tags t ON t.contact_pk = c.pk \
-             WHERE c.id = ? ORDER BY t.tag",
-        )
-        .bind(contact)
-        .fetch_all(&mut db)
-        .await
-        .unwrap()
     }
 
     /// (status, reason, delivered_at, read_at) of the promo delivery to `contact`.
     async fn delivery(&self, contact: &str) -> (String, Option<String>, Option<i64>, Option<i64>) {
-        let mut db = self.db().await;
-        let r = sqlx::query(
-            "SELECT d.status, d.reason, d.delivered_at, d.read_at FROM deliveries d \
-             JOIN runs r ON r.id = d.run_id WHERE r.campaign = 'promo' AND d.contact_id = ?",
-        )
-        .bind(contact)
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-        (r.get(0), r.get(1), r.get(2), r.get(3))
+        let d = self.herald.delivery("promo", contact).await.unwrap();
+        (d.status, d.reason, d.delivered_at, d.read_at)
     }
 
     /// POSTs `body` to the channel's inbound route with webhook-id `id`, signed with
@@ -297,6 +228,15 @@ impl World {
             eprintln!("herald's log:\n{}", self.herald.log_text());
         }
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the receiver has `n` of herald's events, then a while longer for any
+    /// more; answers them all.
+    async fn events(&self, what: &str, n: usize) -> Vec<Got> {
+        let arrived = || async { self.gateway.got("/events").len() >= n };
+        self.herald.wait_until(what, WAIT, arrived).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        self.gateway.got("/events")
     }
 
     async fn reply(&self, id: &str, from: &str, text: &str) -> (u16, Value) {
@@ -336,7 +276,7 @@ async fn a_reply_updates_last_inbound_runs_the_campaigns_rules_and_is_recorded_o
     assert!(answer["delivery_id"].as_i64().is_some(), "{answer}");
     assert_eq!(answer["rules"], json!([0]));
     assert_eq!(answer["tagged"], json!(["interested"]));
-    assert_eq!(world.tags("c-1").await, ["interested", "vip"]);
+    assert_eq!(world.herald.tags("c-1").await, ["interested", "vip"]);
     let (_, opted_out, _, last_inbound) = world.sms_state("c-1").await;
     assert!(
         last_inbound.is_some_and(|t| t >= before),
@@ -360,7 +300,7 @@ async fn a_reply_updates_last_inbound_runs_the_campaigns_rules_and_is_recorded_o
     // A rule's untag.
     let (_, answer) = world.reply("in-2", "+51911111111", "no").await;
     assert_eq!(answer["untagged"], json!(["vip"]), "{answer}");
-    assert_eq!(world.tags("c-1").await, ["interested"]);
+    assert_eq!(world.herald.tags("c-1").await, ["interested"]);
 
     // A rule's `start`: a real run of the (disabled) follow-up campaign for this contact.
     let (status, answer) = world.reply("in-3", "+51922222222", "MORE").await;
@@ -371,6 +311,7 @@ async fn a_reply_updates_last_inbound_runs_the_campaigns_rules_and_is_recorded_o
         .unwrap_or_else(|| panic!("the follow-up started: {answer}"));
     assert_eq!(
         world
+            .herald
             .scalar(&format!(
                 "SELECT count(*) FROM runs WHERE id = {run} AND trigger = 'reply' \
                  AND campaign = 'follow-up' AND total = 1"
@@ -379,7 +320,8 @@ async fn a_reply_updates_last_inbound_runs_the_campaigns_rules_and_is_recorded_o
         1
     );
     world
-        .wait_for("the follow-up message at the gateway", || async {
+        .herald
+        .wait_until("the follow-up message at the gateway", WAIT, || async {
             world
                 .gateway
                 .got("/send")
@@ -440,13 +382,9 @@ async fn a_reply_updates_last_inbound_runs_the_campaigns_rules_and_is_recorded_o
     );
 
     // The CRM hears of each reply once, signed; the repeat sent nothing.
-    world
-        .wait_for("message.replied events at the receiver", || async {
-            world.gateway.got("/events").len() >= 4
-        })
+    let events = world
+        .events("message.replied events at the receiver", 4)
         .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let events = world.gateway.got("/events");
     let replied: Vec<&Got> = events
         .iter()
         .filter(|g| g.body["type"] == "message.replied")
@@ -511,7 +449,8 @@ async fn stop_opts_out_in_any_case_and_start_opts_back_in() {
     assert_eq!(answer["opted_in"], json!(["c-2"]), "{answer}");
 
     world
-        .wait_for("contact.opted_out events", || async {
+        .herald
+        .wait_until("contact.opted_out events", WAIT, || async {
             world
                 .gateway
                 .got("/events")
@@ -580,6 +519,7 @@ async fn receipts_move_a_delivery_forward_only() {
     assert_eq!(status, 404, "{answer}");
     assert_eq!(
         world
+            .herald
             .scalar("SELECT count(*) FROM inbound_events WHERE webhook_id = 'r-6'")
             .await,
         0
@@ -593,15 +533,9 @@ async fn receipts_move_a_delivery_forward_only() {
             .starts_with("status:")
     );
 
-    world
-        .wait_for("delivery events at the receiver", || async {
-            world.gateway.got("/events").len() >= 2
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
     let types: Vec<String> = world
-        .gateway
-        .got("/events")
+        .events("delivery events at the receiver", 2)
+        .await
         .iter()
         .map(|g| g.body["type"].as_str().unwrap().to_string())
         .collect();
@@ -636,7 +570,13 @@ async fn a_request_without_a_good_signature_is_refused_and_changes_nothing() {
     let (status, answer) = post("s-3", Some(GATEWAY_SECRET), Some(ten_minutes_ago)).await;
     assert_eq!(status, 401, "a replayed old request: {answer}");
     assert_eq!(world.sms_state("c-1").await.1, None, "nobody opted out");
-    assert_eq!(world.scalar("SELECT count(*) FROM inbound_events").await, 0);
+    assert_eq!(
+        world
+            .herald
+            .scalar("SELECT count(*) FROM inbound_events")
+            .await,
+        0
+    );
     // The same request, rightly signed, is accepted even after the refusals.
     let (status, _) = post("s-1", Some(GATEWAY_SECRET), None).await;
     assert_eq!(status, 200);
@@ -669,12 +609,7 @@ async fn a_request_without_a_good_signature_is_refused_and_changes_nothing() {
     );
 
     // The route is in the OpenAPI document, documented and without a bearer requirement.
-    let doc: Value = reqwest::get(world.herald.url("/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = world.herald.get_json("/openapi.json", None).await;
     let route = &doc["paths"]["/v1/inbound/{channel}"]["post"];
     assert!(route.is_object(), "{doc}");
     assert!(route.get("security").is_none(), "{route}");

@@ -11,11 +11,10 @@
 mod server;
 
 use std::io::Write as _;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use server::Herald;
+use server::{Herald, Scratch};
 
 const SITE: &str = r#"apiVersion: herald/v1
 kind: Channel
@@ -55,23 +54,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
-}
-
-fn import_contacts(scratch: &Path, db: &Path) {
-    let csv = scratch.join("contacts.csv");
-    std::fs::write(&csv, CONTACTS).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["contacts", "import"])
-        .arg(&csv)
-        .arg("--db")
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "herald contacts import failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn scrape(client: &reqwest::Client, herald: &Herald) -> (String, String) {
@@ -149,13 +131,10 @@ fn promtool_check(text: &str) -> Option<Result<(), String>> {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_report_runs_reloads_and_pending_deliveries() {
-    let scratch = tempfile::tempdir().unwrap();
-    let site = scratch.path().join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("site.yaml"), SITE).unwrap();
-    let db = scratch.path().join("herald.db");
-    import_contacts(scratch.path(), &db);
-    let herald = Herald::start(&site, &db);
+    let scratch = Scratch::new();
+    scratch.write_site("site.yaml", SITE);
+    scratch.import_contacts(CONTACTS);
+    let herald = scratch.start();
     let client = reqwest::Client::new();
 
     // The `now` campaign fires and sends by itself; its run finishing shows in /metrics.
@@ -282,11 +261,10 @@ async fn metrics_pass_promtool_and_report_runs_reloads_and_pending_deliveries() 
     }
 
     // A bad edit: the reload is rejected, counted, and the revision in force stays.
-    std::fs::write(
-        site.join("broken.yaml"),
+    scratch.write_site(
+        "broken.yaml",
         "apiVersion: herald/v1\nkind: Campaign\nmetadata: {name: broken}\nspec:\n  audience: {segment: all-contacts}\n  channels: {strategy: specific, use: [sms]}\n  template: no-such-template\n  schedule: {now: true}\n",
-    )
-    .unwrap();
+    );
     let text = scrape_until(
         &client,
         &herald,

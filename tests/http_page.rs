@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use server::Herald;
+use server::{Herald, Scratch};
 
 fn site(gateway: &str) -> String {
     format!(
@@ -140,23 +140,6 @@ fn refuse(stream: &mut TcpStream) -> std::io::Result<()> {
     )
 }
 
-fn import_contacts(scratch: &Path, db: &Path) {
-    let csv = scratch.join("contacts.csv");
-    std::fs::write(&csv, CONTACTS).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["contacts", "import"])
-        .arg(&csv)
-        .arg("--db")
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "herald contacts import failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The page as the server answers it to a viewer's bearer token.
 async fn page_html(client: &reqwest::Client, herald: &Herald) -> String {
     let response = client
@@ -259,13 +242,17 @@ fn run_chromium(browser: &Path, profile: &Path, url: &str, extra: &[&str]) -> St
     reader.join().unwrap()
 }
 
-/// The DOM after load, as a viewer sees it.
-fn browser_dom(browser: &Path, profile: &Path, herald: &Herald) -> String {
-    let url = herald
+/// The page's URL with a viewer's credentials in it, as a person's browser would send them.
+fn viewer_url(herald: &Herald) -> String {
+    herald
         .base
         .replacen("http://", &format!("http://viewer:{}@", server::VIEWER), 1)
-        + "/";
-    let dom = run_chromium(browser, profile, &url, &["--dump-dom"]);
+        + "/"
+}
+
+/// The DOM after load, as a viewer sees it.
+fn browser_dom(browser: &Path, profile: &Path, herald: &Herald) -> String {
+    let dom = run_chromium(browser, profile, &viewer_url(herald), &["--dump-dom"]);
     assert!(
         dom.contains("<progress"),
         "Chromium did not get the page (401?); DOM:\n{dom}"
@@ -318,13 +305,10 @@ fn run_of(html: &str, campaign: &str) -> Option<String> {
 
 #[tokio::test]
 async fn the_status_page_shows_sends_campaigns_failures_and_a_rejected_reload_in_a_browser() {
-    let scratch = tempfile::tempdir().unwrap();
-    let site_dir = scratch.path().join("site");
-    std::fs::create_dir_all(&site_dir).unwrap();
-    std::fs::write(site_dir.join("site.yaml"), site(&refusing_gateway())).unwrap();
-    let db = scratch.path().join("herald.db");
-    import_contacts(scratch.path(), &db);
-    let herald = Herald::start(&site_dir, &db);
+    let scratch = Scratch::new();
+    scratch.write_site("site.yaml", &site(&refusing_gateway()));
+    scratch.import_contacts(CONTACTS);
+    let herald = scratch.start();
     let client = reqwest::Client::new();
 
     // Without a token: 401, with a Basic challenge on a line of its own (browsers read only
@@ -361,11 +345,10 @@ async fn the_status_page_shows_sends_campaigns_failures_and_a_rejected_reload_in
     }
 
     // A bad edit: revision 2 is rejected with its error at file:line, revision 1 stays.
-    std::fs::write(
-        site_dir.join("broken.yaml"),
+    scratch.write_site(
+        "broken.yaml",
         "apiVersion: herald/v1\nkind: Campaign\nmetadata: {name: broken}\nspec:\n  audience: {segment: all-contacts}\n  channels: {strategy: specific, use: [sms]}\n  template: no-such-template\n  schedule: {now: true}\n",
-    )
-    .unwrap();
+    );
     let html = page_until(&client, &herald, "the rejected reload did not show", |h| {
         h.contains("id=\"rejected-reload\"")
     })
@@ -387,14 +370,10 @@ async fn the_status_page_shows_sends_campaigns_failures_and_a_rejected_reload_in
         check(&dom);
         // The screenshot: always taken (so the step is exercised), kept in docs/ on request.
         let shot = scratch.path().join("status-page.png");
-        let url = herald
-            .base
-            .replacen("http://", &format!("http://viewer:{}@", server::VIEWER), 1)
-            + "/";
         run_chromium(
             browser,
             &profile,
-            &url,
+            &viewer_url(&herald),
             &[
                 &format!("--screenshot={}", shot.display()),
                 "--window-size=1200,900",

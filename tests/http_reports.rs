@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use serde_json::Value;
-use server::{Herald, VIEWER};
+use server::{Herald, Scratch, VIEWER};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 const SITE: &str = r#"
@@ -171,18 +171,16 @@ async fn insert_run(db: &Path, n: u64) -> i64 {
 }
 
 struct Site {
-    scratch: tempfile::TempDir,
+    scratch: Scratch,
     herald: Herald,
     client: reqwest::Client,
 }
 
 impl Site {
     fn start() -> Site {
-        let scratch = tempfile::tempdir().unwrap();
-        let dir = scratch.path().join("site");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("site.yaml"), SITE).unwrap();
-        let herald = Herald::start(&dir, &scratch.path().join("herald.db"));
+        let scratch = Scratch::new();
+        scratch.write_site("site.yaml", SITE);
+        let herald = scratch.start();
         Site {
             scratch,
             herald,

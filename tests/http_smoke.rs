@@ -4,14 +4,12 @@
 #[path = "support/server.rs"]
 mod server;
 
-use server::Herald;
+use server::Scratch;
 
 #[tokio::test]
 async fn the_server_answers_health_readiness_and_json_errors() {
-    let scratch = tempfile::tempdir().unwrap();
-    let site = scratch.path().join("site");
-    server::copy_example(&site);
-    let herald = Herald::start(&site, &scratch.path().join("herald.db"));
+    let scratch = Scratch::example();
+    let herald = scratch.start();
     let client = reqwest::Client::new();
     let health = client.get(herald.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -23,14 +21,7 @@ async fn the_server_answers_health_readiness_and_json_errors() {
     assert_eq!(missing.status(), 404);
     let body: serde_json::Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
-    let doc: serde_json::Value = client
-        .get(herald.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = herald.get_json("/openapi.json", None).await;
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/readyz"]["get"].is_object(), "{doc}");
     assert_eq!(herald.stop(), Some(0));
@@ -38,24 +29,14 @@ async fn the_server_answers_health_readiness_and_json_errors() {
 
 #[tokio::test]
 async fn serve_with_now_runs_its_clock_from_that_instant() {
-    let scratch = tempfile::tempdir().unwrap();
-    let site = scratch.path().join("site");
-    server::copy_example(&site);
-    let db = scratch.path().join("herald.db");
-    let mut options = server::Options::new(&site, &db);
-    options
-        .env
-        .push(("HERALD_NOW".into(), "2026-12-07T10:00:00Z".into()));
-    let herald = Herald::start_with(options);
-    let campaign: serde_json::Value = reqwest::Client::new()
-        .get(herald.url("/v1/campaigns/weekly-newsletter"))
-        .bearer_auth(server::VIEWER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let scratch = Scratch::example();
+    let herald = scratch
+        .options()
+        .with_env(&[("HERALD_NOW", "2026-12-07T10:00:00Z")])
+        .start();
+    let campaign = herald
+        .get_json("/v1/campaigns/weekly-newsletter", Some(server::VIEWER))
+        .await;
     let next: jiff::Timestamp = campaign["next_fire"]
         .as_str()
         .unwrap_or_else(|| panic!("{campaign}"))
@@ -76,10 +57,8 @@ async fn serve_with_now_runs_its_clock_from_that_instant() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_the_json_error_shape() {
-    let scratch = tempfile::tempdir().unwrap();
-    let site = scratch.path().join("site");
-    server::copy_example(&site);
-    let herald = Herald::start(&site, &scratch.path().join("herald.db"));
+    let scratch = Scratch::example();
+    let herald = scratch.start();
     let big = format!("{{\"contact_id\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
     let response = reqwest::Client::new()
         .post(herald.url("/v1/campaigns/weekly-newsletter/test"))

@@ -6,11 +6,10 @@
 #[path = "support/server.rs"]
 mod server;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use server::Herald;
+use server::{Herald, Scratch};
 
 /// Contacts `c01`..`c20` opted in for SMS, and `x01` who is not (always excluded).
 const CONTACTS: usize = 20;
@@ -18,10 +17,9 @@ const CONTACTS: usize = 20;
 /// A site with one SMS outbox channel and four campaigns, none of which fires by itself
 /// (their cron is 09:00 UTC on January 1st): `promo` (unlimited), `slow` (2 a second),
 /// `dormant` (disabled) and `other`.
-fn write_site(dir: &Path) {
-    std::fs::create_dir_all(dir.join("campaigns")).unwrap();
-    std::fs::write(
-        dir.join("base.yaml"),
+fn write_site(scratch: &Scratch) {
+    scratch.write_site(
+        "base.yaml",
         "apiVersion: herald/v1\n\
          kind: Channel\n\
          metadata: {name: sms-out}\n\
@@ -31,8 +29,7 @@ fn write_site(dir: &Path) {
          kind: Template\n\
          metadata: {name: hello}\n\
          spec:\n  sms: {text: \"Hi {{ contact.name }}\"}\n",
-    )
-    .unwrap();
+    );
     let campaign = |name: &str, extra: &str| {
         format!(
             "apiVersion: herald/v1\n\
@@ -53,47 +50,31 @@ fn write_site(dir: &Path) {
         ("other", campaign("other", "")),
     ];
     for (name, text) in files {
-        std::fs::write(dir.join(format!("campaigns/{name}.yaml")), text).unwrap();
+        scratch.write_site(&format!("campaigns/{name}.yaml"), &text);
     }
 }
 
-/// Imports the contacts into `db` with the real binary, before the server starts.
-fn import_contacts(scratch: &Path, db: &Path) {
+/// The contacts, as a CSV file.
+fn contacts_csv() -> String {
     let mut csv = String::from("id,name,phone,opted_in\n");
     for i in 1..=CONTACTS {
         csv.push_str(&format!("c{i:02},Person {i},+5198765{i:04},sms\n"));
     }
     csv.push_str("x01,Nobody,+51900000001,\n");
-    let file = scratch.join("contacts.csv");
-    std::fs::write(&file, csv).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["contacts", "import"])
-        .arg(&file)
-        .arg("--db")
-        .arg(db)
-        .env_remove("HERALD_DB")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "contacts import failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    csv
 }
 
 struct Site {
-    _scratch: tempfile::TempDir,
+    _scratch: Scratch,
     herald: Herald,
     http: reqwest::Client,
 }
 
 fn start() -> Site {
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path().join("site");
-    let db = scratch.path().join("herald.db");
-    write_site(&dir);
-    import_contacts(scratch.path(), &db);
-    let herald = Herald::start(&dir, &db);
+    let scratch = Scratch::new();
+    write_site(&scratch);
+    scratch.import_contacts(&contacts_csv());
+    let herald = scratch.start();
     Site {
         _scratch: scratch,
         herald,

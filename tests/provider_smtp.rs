@@ -21,8 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use server::{Herald, Options};
-use sqlx::Row;
+use server::{Herald, Scratch};
 
 const USER: &str = "herald-user";
 const PASSWORD: &str = "smtp-pass-0123456789";
@@ -286,23 +285,19 @@ impl SmtpServer {
     }
 }
 
-/// The campaign directory: channel `mail` on the test server with `tls` (and `ca_file`
-/// when given, written as is), template `hello`, campaign `promo` to every contact.
-/// The site: channel `mail` (with [`PUBLIC_URL`] as its `public_url` when
-/// `channel_public_url`, else none: herald's `--public-url` then stands in), a template
-/// showing the unsubscribe link, a campaign sending now.
-fn site(dir: &Path, smtp_port: u16, tls: &str, ca_file: Option<&str>, channel_public_url: bool) {
-    std::fs::create_dir_all(dir).unwrap();
+/// The site: channel `mail` on the test server with `tls` (and `ca_file` when given,
+/// written as is; with [`PUBLIC_URL`] as its `public_url` when `channel_public_url`, else
+/// none: herald's `--public-url` then stands in), template `hello` showing the unsubscribe
+/// link, campaign `promo` sending now to every contact.
+fn site(smtp_port: u16, tls: &str, ca_file: Option<&str>, channel_public_url: bool) -> String {
     let ca_file = ca_file.map_or(String::new(), |path| format!("\n    ca_file: \"{path}\""));
     let public_url = if channel_public_url {
         format!("\n    public_url: \"{PUBLIC_URL}\"")
     } else {
         String::new()
     };
-    std::fs::write(
-        dir.join("site.yaml"),
-        format!(
-            r#"apiVersion: herald/v1
+    format!(
+        r#"apiVersion: herald/v1
 kind: Channel
 metadata: {{name: mail}}
 spec:
@@ -339,69 +334,48 @@ spec:
   delivery:
     retry: {{max_attempts: 3, initial_backoff: 1s, max_backoff: 1s}}
 "#
-        ),
     )
-    .unwrap();
 }
 
-/// `herald serve` on `dir` with the contacts in `csv` and the channel's secrets.
-fn start_herald(scratch: &Path, dir: &Path, csv: &str) -> Herald {
-    start_herald_with(scratch, dir, csv, &[])
+/// `herald serve` on the scratch directory's site with the contacts in `csv`, the
+/// channel's secrets and `args`.
+fn start_herald(scratch: &Scratch, csv: &str, args: &[&str]) -> Herald {
+    let contacts = scratch.write_contacts(csv);
+    scratch
+        .options()
+        .with_contacts(&contacts)
+        .with_args(args)
+        .with_env(&[
+            ("SMTP_PASSWORD", PASSWORD),
+            ("UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET),
+        ])
+        .start()
 }
 
-/// [`start_herald`] with more arguments to `serve`.
-fn start_herald_with(scratch: &Path, dir: &Path, csv: &str, args: &[&str]) -> Herald {
-    let contacts = scratch.join("contacts.csv");
-    std::fs::write(&contacts, csv).unwrap();
-    let db_path = scratch.join("herald.db");
-    let mut options = Options::new(dir, &db_path);
-    options.args = vec!["--contacts".into(), contacts.display().to_string()];
-    options.args.extend(args.iter().map(|a| a.to_string()));
-    options.env = vec![
-        ("SMTP_PASSWORD".into(), PASSWORD.into()),
-        ("UNSUBSCRIBE_SECRET".into(), UNSUBSCRIBE_SECRET.into()),
-    ];
-    Herald::start_with(options)
-}
-
-async fn db(herald: &Herald) -> sqlx::SqliteConnection {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&herald.db)
-        .read_only(true);
-    <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-        .await
-        .unwrap()
+/// aiosmtpd in `mode`, and herald mailing the contacts in `csv` through it with channel
+/// `mail` set to `tls: {tls}` and its own `public_url`, all in one scratch directory;
+/// `None` when aiosmtpd is missing outside CI.
+fn mailing(mode: Mode, tls: &str, csv: &str) -> Option<(Scratch, SmtpServer, Herald)> {
+    let scratch = Scratch::new();
+    let smtp = SmtpServer::start(scratch.path(), mode)?;
+    scratch.write_site("site.yaml", &site(smtp.port, tls, None, true));
+    let herald = start_herald(&scratch, csv, &[]);
+    Some((scratch, smtp, herald))
 }
 
 /// (status, reason, provider_message_id, attempts) of the promo delivery to `contact`;
 /// status `(no row)` until the run has planned it (readiness does not wait for the run, and
 /// under load the first poll can come before it).
 async fn delivery(herald: &Herald, contact: &str) -> (String, Option<String>, Option<String>, i64) {
-    let mut db = db(herald).await;
-    let r = sqlx::query(
-        "SELECT d.status, d.reason, d.provider_message_id, d.attempts FROM deliveries d \
-         JOIN runs r ON r.id = d.run_id WHERE r.campaign = 'promo' AND d.contact_id = ?",
-    )
-    .bind(contact)
-    .fetch_optional(&mut db)
-    .await
-    .unwrap();
-    match r {
-        Some(r) => (r.get(0), r.get(1), r.get(2), r.get(3)),
+    match herald.delivery("promo", contact).await {
+        Some(d) => (d.status, d.reason, d.provider_message_id, d.attempts),
         None => ("(no row)".into(), None, None, 0),
     }
 }
 
 async fn contact(herald: &Herald, id: &str) -> Value {
-    reqwest::Client::new()
-        .get(herald.url(&format!("/v1/contacts/{id}")))
-        .bearer_auth(server::OPERATOR)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let path = format!("/v1/contacts/{id}");
+    herald.get_json(&path, Some(server::OPERATOR)).await
 }
 
 /// A raw message's body with quoted-printable decoded (lettre encodes the parts so when a
@@ -425,18 +399,14 @@ fn header(raw: &str, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_campaign_is_mailed_over_smtp_with_one_click_unsubscribe() {
-    let scratch = tempfile::tempdir().unwrap();
-    let Some(smtp) = SmtpServer::start(scratch.path(), Mode::Plain) else {
-        return;
-    };
-    let dir = scratch.path().join("site");
-    site(&dir, smtp.port, "none", None, true);
-    let herald = start_herald(
-        scratch.path(),
-        &dir,
+    let Some((_scratch, smtp, herald)) = mailing(
+        Mode::Plain,
+        "none",
         "id,name,email\nc-1,Ana,ana@example.com\nc-2,Luis,luis@example.com\n\
          c-3,Bo,bounce@example.com\nc-4,Lea,later@example.com\n",
-    );
+    ) else {
+        return;
+    };
 
     let started = Instant::now();
     loop {
@@ -640,13 +610,9 @@ fn multipart_form(boundary: &str, fields: &[(&str, &str)]) -> String {
 /// one over the route's small body limit, is refused and changes nothing.
 #[tokio::test]
 async fn one_click_unsubscribe_accepts_a_multipart_form() {
-    let scratch = tempfile::tempdir().unwrap();
-    let Some(smtp) = SmtpServer::start(scratch.path(), Mode::Plain) else {
+    let Some((_scratch, smtp, herald)) = mailing(Mode::Plain, "none", ONE_CONTACT) else {
         return;
     };
-    let dir = scratch.path().join("site");
-    site(&dir, smtp.port, "none", None, true);
-    let herald = start_herald(scratch.path(), &dir, ONE_CONTACT);
     let (status, reason, _, _) = wait_for(&herald, "c-1", &["sent", "failed"], false).await;
     assert_eq!(status, "sent", "{reason:?}:\n{}", herald.log_text());
     let ana = smtp.received_for("ana@example.com");
@@ -723,14 +689,7 @@ async fn one_click_unsubscribe_accepts_a_multipart_form() {
     );
 
     // The API description offers both encodings, so a generated client can send either.
-    let doc: Value = client
-        .get(herald.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = herald.get_json("/openapi.json", None).await;
     let content = &doc["paths"]["/v1/unsubscribe/{token}"]["post"]["requestBody"]["content"];
     for media_type in ["multipart/form-data", "application/x-www-form-urlencoded"] {
         assert!(content.get(media_type).is_some(), "{content}");
@@ -741,13 +700,9 @@ async fn one_click_unsubscribe_accepts_a_multipart_form() {
 /// text (neither the password nor the message), and the delivery is retried, not sent.
 #[tokio::test]
 async fn starttls_refuses_a_server_without_tls() {
-    let scratch = tempfile::tempdir().unwrap();
-    let Some(smtp) = SmtpServer::start(scratch.path(), Mode::Plain) else {
+    let Some((_scratch, smtp, herald)) = mailing(Mode::Plain, "starttls", ONE_CONTACT) else {
         return;
     };
-    let dir = scratch.path().join("site");
-    site(&dir, smtp.port, "starttls", None, true);
-    let herald = start_herald(scratch.path(), &dir, ONE_CONTACT);
     let started = Instant::now();
     let reason = loop {
         let (status, reason, _, _) = delivery(&herald, "c-1").await;
@@ -790,20 +745,14 @@ async fn wait_for(
 /// server's CA through `ca_file` (which turns the CA's path into the setting's value), then
 /// checks the message arrived intact over a TLS session of that kind.
 async fn mails_over_tls(mode: Mode, tls: &str, ca_file: impl FnOnce(&Path) -> String) {
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = Scratch::new();
     let Some(smtp) = SmtpServer::start(scratch.path(), mode) else {
         return;
     };
-    let dir = scratch.path().join("site");
     let ca_file = ca_file(smtp.ca.as_deref().unwrap());
     // No public_url in the channel: the daemon's --public-url makes the links.
-    site(&dir, smtp.port, tls, Some(&ca_file), false);
-    let herald = start_herald_with(
-        scratch.path(),
-        &dir,
-        ONE_CONTACT,
-        &["--public-url", DAEMON_PUBLIC_URL],
-    );
+    scratch.write_site("site.yaml", &site(smtp.port, tls, Some(&ca_file), false));
+    let herald = start_herald(&scratch, ONE_CONTACT, &["--public-url", DAEMON_PUBLIC_URL]);
 
     // A TLS failure is transient: retried, then `failed` after the campaign's 3 attempts.
     let (status, reason, provider_id, _) =
@@ -873,13 +822,9 @@ async fn implicit_tls_with_a_private_ca_sends() {
 /// reason about the certificate, and the password appears nowhere.
 #[tokio::test]
 async fn an_untrusted_certificate_is_refused_and_retried() {
-    let scratch = tempfile::tempdir().unwrap();
-    let Some(smtp) = SmtpServer::start(scratch.path(), Mode::Starttls) else {
+    let Some((_scratch, smtp, herald)) = mailing(Mode::Starttls, "starttls", ONE_CONTACT) else {
         return;
     };
-    let dir = scratch.path().join("site");
-    site(&dir, smtp.port, "starttls", None, true);
-    let herald = start_herald(scratch.path(), &dir, ONE_CONTACT);
 
     let (status, reason, _, attempts) =
         wait_for(&herald, "c-1", &["retry", "failed", "sent"], true).await;
@@ -906,18 +851,14 @@ async fn an_untrusted_certificate_is_refused_and_retried() {
 /// connections were opened here).
 #[tokio::test]
 async fn smtp_connections_are_pooled_between_messages() {
-    let scratch = tempfile::tempdir().unwrap();
-    let Some(smtp) = SmtpServer::start(scratch.path(), Mode::Plain) else {
-        return;
-    };
-    let dir = scratch.path().join("site");
-    site(&dir, smtp.port, "none", None, true);
     let ids: Vec<String> = (1..=8).map(|n| format!("c-{n}")).collect();
     let mut csv = String::from("id,name,email\n");
     for (n, id) in ids.iter().enumerate() {
         csv.push_str(&format!("{id},Reader {n},reader{n}@example.com\n"));
     }
-    let herald = start_herald(scratch.path(), &dir, &csv);
+    let Some((_scratch, smtp, herald)) = mailing(Mode::Plain, "none", &csv) else {
+        return;
+    };
 
     for id in &ids {
         let (status, reason, _, attempts) = wait_for(&herald, id, &["sent", "failed"], false).await;

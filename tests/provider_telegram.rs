@@ -9,6 +9,8 @@
 //! wrong and no secret token header; button presses are answered with an
 //! answerCallbackQuery method call in the webhook's answer.
 
+#[path = "support/fake.rs"]
+mod fake;
 #[path = "support/server.rs"]
 mod server;
 
@@ -18,8 +20,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
-use server::{Herald, Options};
-use sqlx::Row;
+use server::{Herald, Scratch};
 
 const TOKEN: &str = "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11";
 const WEBHOOK_SECRET: &str = "tg-secret_0123456789";
@@ -76,11 +77,7 @@ impl FakeBotApi {
                     got.push(Got {
                         method: method.clone(),
                         path: uri.path().to_string(),
-                        content_type: headers
-                            .get("content-type")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string(),
+                        content_type: fake::header(&headers, "content-type"),
                         body: body.clone(),
                         at: Instant::now(),
                     });
@@ -135,20 +132,14 @@ impl FakeBotApi {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeBotApi { addr, got }
+        FakeBotApi {
+            addr: fake::serve(app).await,
+            got,
+        }
     }
 
     fn got_for(&self, chat: i64) -> Vec<Got> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|g| g.body["chat_id"].as_i64() == Some(chat))
-            .cloned()
-            .collect()
+        fake::matching(&self.got, |g| g.body["chat_id"].as_i64() == Some(chat))
     }
 }
 
@@ -202,12 +193,9 @@ fn sent_message(method: &str, message_id: i64, request: &Value) -> Value {
     message
 }
 
-fn site(dir: &std::path::Path, api: &FakeBotApi) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("site.yaml"),
-        format!(
-            r#"apiVersion: herald/v1
+fn site(api: &FakeBotApi) -> String {
+    format!(
+        r#"apiVersion: herald/v1
 kind: Channel
 metadata: {{name: tg}}
 spec:
@@ -295,14 +283,12 @@ spec:
   on_reply:
     - {{match: '^YES$', tag: interested}}
 "#,
-            addr = api.addr,
-            media_campaigns = MEDIA_CAMPAIGNS
-                .iter()
-                .map(|name| media_campaign(name))
-                .collect::<String>(),
-        ),
+        addr = api.addr,
+        media_campaigns = MEDIA_CAMPAIGNS
+            .iter()
+            .map(|name| media_campaign(name))
+            .collect::<String>(),
     )
-    .unwrap();
 }
 
 /// The campaigns that send media, each with its template of the same name to the one
@@ -331,64 +317,35 @@ spec:
     )
 }
 
+/// How long the tests wait for the messages to go out.
+const WAIT: Duration = Duration::from_secs(40);
+
 struct World {
     herald: Herald,
     api: FakeBotApi,
-    _scratch: tempfile::TempDir,
+    _scratch: Scratch,
 }
 
 impl World {
     async fn start() -> World {
-        let scratch = tempfile::tempdir().unwrap();
+        let scratch = Scratch::new();
         let api = FakeBotApi::start().await;
-        let dir = scratch.path().join("site");
-        site(&dir, &api);
-        let contacts = scratch.path().join("contacts.csv");
-        std::fs::write(
-            &contacts,
-            format!(
-                "id,name,telegram\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\n\
-                 m-photo,Pia,{PHOTO}\nm-document,Doro,{DOCUMENT}\nm-audio,Aldo,{AUDIO}\n\
-                 m-video,Vera,{VIDEO}\n"
-            ),
-        )
-        .unwrap();
-        let db = scratch.path().join("herald.db");
-        let mut options = Options::new(&dir, &db);
-        options.args = vec!["--contacts".into(), contacts.display().to_string()];
-        options.env = vec![
-            ("TG_TOKEN".into(), TOKEN.into()),
-            ("TG_WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
-        ];
-        let herald = Herald::start_with(options);
+        scratch.write_site("site.yaml", &site(&api));
+        let contacts = scratch.write_contacts(&format!(
+            "id,name,telegram\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\n\
+             m-photo,Pia,{PHOTO}\nm-document,Doro,{DOCUMENT}\nm-audio,Aldo,{AUDIO}\n\
+             m-video,Vera,{VIDEO}\n"
+        ));
+        let herald = scratch
+            .options()
+            .with_contacts(&contacts)
+            .with_env(&[("TG_TOKEN", TOKEN), ("TG_WEBHOOK_SECRET", WEBHOOK_SECRET)])
+            .start();
         World {
             herald,
             api,
             _scratch: scratch,
         }
-    }
-
-    async fn wait_for<F, Fut>(&self, what: &str, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let started = Instant::now();
-        while !check().await {
-            if started.elapsed() > Duration::from_secs(40) {
-                panic!("timed out waiting for {what}:\n{}", self.herald.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn db(&self) -> sqlx::SqliteConnection {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&self.herald.db)
-            .read_only(true);
-        <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .unwrap()
     }
 
     /// (status, reason, provider_message_id, attempts) of the promo delivery to `contact`.
@@ -402,67 +359,18 @@ impl World {
         campaign: &str,
         contact: &str,
     ) -> (String, Option<String>, Option<String>, i64) {
-        // The run snapshots its deliveries shortly after it starts: wait for the row.
-        let started = std::time::Instant::now();
-        let r = loop {
-            let mut db = self.db().await;
-            let found = sqlx::query(
-                "SELECT d.status, d.reason, d.provider_message_id, d.attempts FROM deliveries d \
-                 JOIN runs r ON r.id = d.run_id WHERE r.campaign = ? AND d.contact_id = ?",
-            )
-            .bind(campaign)
-            .bind(contact)
-            .fetch_optional(&mut db)
-            .await
-            .unwrap();
-            if let Some(r) = found {
-                break r;
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(20),
-                "no delivery for {contact} within 20 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        (r.get(0), r.get(1), r.get(2), r.get(3))
+        let d = self.herald.planned_delivery(campaign, contact).await;
+        (d.status, d.reason, d.provider_message_id, d.attempts)
     }
 
     /// (opted_out_at, opted_out_source, last_inbound_at) of a contact's telegram.
     async fn telegram_state(&self, contact: &str) -> (Option<i64>, Option<String>, Option<i64>) {
-        let mut db = self.db().await;
-        let row = sqlx::query(
-            "SELECT m.opted_out_at, m.opted_out_source, m.last_inbound_at \
-             FROM contacts c JOIN contact_media m ON m.contact_pk = c.pk AND m.medium = 'telegram' \
-             WHERE c.id = ?",
-        )
-        .bind(contact)
-        .fetch_optional(&mut db)
-        .await
-        .unwrap();
-        match row {
-            None => (None, None, None),
-            Some(r) => (r.get(0), r.get::<Option<String>, _>(1), r.get(2)),
-        }
-    }
-
-    async fn tags(&self, contact: &str) -> Vec<String> {
-        let mut db = self.db().await;
-        sqlx::query_scalar(
-            "SELECT t.tag FROM contacts c JOIN contact_tags t ON t.contact_pk = c.pk \
-             WHERE c.id = ? ORDER BY t.tag",
-        )
-        .bind(contact)
-        .fetch_all(&mut db)
-        .await
-        .unwrap()
-    }
-
-    async fn inbound_events(&self) -> i64 {
-        let mut db = self.db().await;
-        sqlx::query_scalar("SELECT count(*) FROM inbound_events")
-            .fetch_one(&mut db)
+        let m = self
+            .herald
+            .medium(contact, "telegram")
             .await
-            .unwrap()
+            .unwrap_or_default();
+        (m.opted_out_at, m.opted_out_source, m.last_inbound_at)
     }
 
     /// POSTs a Bot API update to the channel's inbound route with `secret` in the
@@ -489,8 +397,10 @@ fn text_update(update_id: i64, chat: i64, text: &str) -> Value {
 async fn a_campaign_goes_out_through_the_bot_api_honouring_429_and_blocked_users() {
     let world = World::start().await;
     world
-        .wait_for(
+        .herald
+        .wait_until(
             "Rosa's message to be sent, Luis's failed and Ana's retried",
+            WAIT,
             || async {
                 world.delivery("c-3").await.0 == "sent"
                     && world.delivery("c-2").await.0 == "failed"
@@ -561,7 +471,8 @@ async fn a_campaign_goes_out_through_the_bot_api_honouring_429_and_blocked_users
 async fn media_go_out_through_send_photo_document_audio_and_video() {
     let world = World::start().await;
     world
-        .wait_for("the four media messages to be sent", || async {
+        .herald
+        .wait_until("the four media messages to be sent", WAIT, || async {
             let mut sent = true;
             for name in MEDIA_CAMPAIGNS {
                 sent &= world.delivery_of(name, &format!("m-{name}")).await.0 == "sent";
@@ -646,11 +557,12 @@ async fn media_go_out_through_send_photo_document_audio_and_video() {
 async fn updates_are_checked_by_their_secret_token_and_recorded_as_replies() {
     let world = World::start().await;
     world
-        .wait_for("Rosa's and Ana's messages to be sent", || async {
+        .herald
+        .wait_until("Rosa's and Ana's messages to be sent", WAIT, || async {
             world.delivery("c-3").await.0 == "sent" && world.delivery("c-1").await.0 == "sent"
         })
         .await;
-    let events = world.inbound_events().await;
+    let events = world.herald.inbound_events().await;
 
     // Wrong and missing secret tokens: 401, nothing recorded.
     let stop = text_update(9001, ROSA, "/stop");
@@ -665,7 +577,7 @@ async fn updates_are_checked_by_their_secret_token_and_recorded_as_replies() {
         .update("tg-unchecked", &stop, Some(WEBHOOK_SECRET))
         .await;
     assert_eq!(status, 403);
-    assert_eq!(world.inbound_events().await, events);
+    assert_eq!(world.herald.inbound_events().await, events);
     assert_eq!(world.telegram_state("c-3").await, (None, None, None));
 
     // A text message: a reply from the chat's contact.
@@ -690,12 +602,15 @@ async fn updates_are_checked_by_their_secret_token_and_recorded_as_replies() {
     // indicator, exactly as the Bot API takes a method call in a webhook's answer.
     let answered =
         json!({"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2d9"});
-    let before = world.inbound_events().await;
+    let before = world.herald.inbound_events().await;
     let (status, answer) = world.update("tg", &press, Some(WEBHOOK_SECRET)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer, answered);
-    assert_eq!(world.tags("c-1").await, vec!["interested".to_string()]);
-    assert_eq!(world.inbound_events().await, before + 1);
+    assert_eq!(
+        world.herald.tags("c-1").await,
+        vec!["interested".to_string()]
+    );
+    assert_eq!(world.herald.inbound_events().await, before + 1);
     assert!(
         world.telegram_state("c-1").await.2.is_some(),
         "the press is recorded as Ana's reply"
@@ -705,7 +620,7 @@ async fn updates_are_checked_by_their_secret_token_and_recorded_as_replies() {
     let (status, answer) = world.update("tg", &press, Some(WEBHOOK_SECRET)).await;
     assert_eq!(status, 200);
     assert_eq!(answer, answered);
-    assert_eq!(world.inbound_events().await, before + 1);
+    assert_eq!(world.herald.inbound_events().await, before + 1);
     // A press herald has no use for (a game button: no `data`) still stops the spinner.
     let game = json!({"update_id": 9006, "callback_query": {"id": "4382bfdwdsb323b2e0",
         "from": {"id": ANA, "is_bot": false, "first_name": "Ana"},
@@ -716,7 +631,7 @@ async fn updates_are_checked_by_their_secret_token_and_recorded_as_replies() {
         answer,
         json!({"method": "answerCallbackQuery", "callback_query_id": "4382bfdwdsb323b2e0"})
     );
-    assert_eq!(world.inbound_events().await, before + 1);
+    assert_eq!(world.herald.inbound_events().await, before + 1);
 
     // /stop (also addressed to the bot by name) opts the contact out of telegram.
     let (status, answer) = world

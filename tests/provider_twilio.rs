@@ -8,11 +8,13 @@
 //! back form-encoded with an X-Twilio-Signature computed here from Twilio's description
 //! (HMAC-SHA1 of the public URL and the sorted parameters), right, wrong and missing.
 
+#[path = "support/fake.rs"]
+mod fake;
 #[path = "support/server.rs"]
 mod server;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Form;
 use axum::extract::rejection::FormRejection;
@@ -21,8 +23,7 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use server::{Herald, Options};
-use sqlx::Row;
+use server::{Herald, Scratch};
 
 const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH_TOKEN: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
@@ -96,13 +97,7 @@ impl FakeTwilio {
                   form: Result<Form<Vec<(String, String)>>, FormRejection>| {
                 let got = got.clone();
                 async move {
-                    let header = |name: &str| {
-                        headers
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string()
-                    };
+                    let header = |name: &str| fake::header(&headers, name);
                     let form = form.map(|Form(f)| f).unwrap_or_default();
                     let request = Got {
                         method: method.clone(),
@@ -182,20 +177,14 @@ impl FakeTwilio {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeTwilio { addr, got }
+        FakeTwilio {
+            addr: fake::serve(app).await,
+            got,
+        }
     }
 
     fn got_for(&self, to: &str) -> Vec<Got> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|g| g.field("To") == Some(to))
-            .cloned()
-            .collect()
+        fake::matching(&self.got, |g| g.field("To") == Some(to))
     }
 }
 
@@ -210,12 +199,9 @@ fn message_sid(to: &str, rank: usize) -> String {
     format!("SM{kind}{rank:03}{digits:0>28}")
 }
 
-fn site(dir: &std::path::Path, api: &FakeTwilio) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("site.yaml"),
-        format!(
-            r#"apiVersion: herald/v1
+fn site(api: &FakeTwilio) -> String {
+    format!(
+        r#"apiVersion: herald/v1
 kind: Channel
 metadata: {{name: sms}}
 spec:
@@ -322,49 +308,41 @@ spec:
   schedule: {{now: true}}
   consent: not_required
 "#,
-            addr = api.addr,
-        ),
+        addr = api.addr,
     )
-    .unwrap();
 }
 
 struct World {
     herald: Herald,
     api: FakeTwilio,
-    _scratch: tempfile::TempDir,
+    _scratch: Scratch,
 }
 
 impl World {
     /// herald with the fake, and `--public-url` when given; returns once every send is final.
     async fn start(public_url: Option<&str>) -> World {
-        let scratch = tempfile::tempdir().unwrap();
+        let scratch = Scratch::new();
         let api = FakeTwilio::start().await;
-        let dir = scratch.path().join("site");
-        site(&dir, &api);
-        let contacts = scratch.path().join("contacts.csv");
-        std::fs::write(
-            &contacts,
-            format!(
-                "id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\nc-4,Pedro,{PEDRO}\n\
-                 c-5,Eva,{EVA}\n"
-            ),
-        )
-        .unwrap();
-        let db = scratch.path().join("herald.db");
-        let mut options = Options::new(&dir, &db);
-        options.args = vec!["--contacts".into(), contacts.display().to_string()];
+        scratch.write_site("site.yaml", &site(&api));
+        let contacts = scratch.write_contacts(&format!(
+            "id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\nc-4,Pedro,{PEDRO}\n\
+             c-5,Eva,{EVA}\n"
+        ));
+        let mut options = scratch
+            .options()
+            .with_contacts(&contacts)
+            .with_env(&[("TWILIO_AUTH_TOKEN", AUTH_TOKEN)]);
         if let Some(url) = public_url {
-            options.args.extend(["--public-url".into(), url.into()]);
+            options = options.with_args(&["--public-url", url]);
         }
-        options.env = vec![("TWILIO_AUTH_TOKEN".into(), AUTH_TOKEN.into())];
-        let herald = Herald::start_with(options);
         let world = World {
-            herald,
+            herald: options.start(),
             api,
             _scratch: scratch,
         };
         world
-            .wait_for("every send final", || async {
+            .herald
+            .wait_until("every send final", Duration::from_secs(40), || async {
                 let mut done = true;
                 for (campaign, contact, status) in [
                     ("promo-sms", "c-1", "sent"),
@@ -385,100 +363,34 @@ impl World {
         world
     }
 
-    async fn wait_for<F, Fut>(&self, what: &str, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let started = Instant::now();
-        while !check().await {
-            if started.elapsed() > Duration::from_secs(40) {
-                panic!("timed out waiting for {what}:\n{}", self.herald.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn db(&self) -> sqlx::SqliteConnection {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&self.herald.db)
-            .read_only(true);
-        <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .unwrap()
-    }
-
     /// (status, reason, provider_message_id, attempts, delivered_at), or "none".
     async fn delivery(
         &self,
         campaign: &str,
         contact: &str,
     ) -> (String, Option<String>, Option<String>, i64, Option<i64>) {
-        let mut db = self.db().await;
-        let row = sqlx::query(
-            "SELECT d.status, d.reason, d.provider_message_id, d.attempts, d.delivered_at \
-             FROM deliveries d JOIN runs r ON r.id = d.run_id \
-             WHERE r.campaign = ? AND d.contact_id = ?",
-        )
-        .bind(campaign)
-        .bind(contact)
-        .fetch_optional(&mut db)
-        .await
-        .unwrap();
-        match row {
-            Some(r) => (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)),
+        match self.herald.delivery(campaign, contact).await {
+            Some(d) => (
+                d.status,
+                d.reason,
+                d.provider_message_id,
+                d.attempts,
+                d.delivered_at,
+            ),
             None => ("none".into(), None, None, 0, None),
         }
     }
 
     /// The read_at of `campaign`'s delivery to `contact`.
     async fn read_at(&self, campaign: &str, contact: &str) -> Option<i64> {
-        let mut db = self.db().await;
-        sqlx::query_scalar(
-            "SELECT d.read_at FROM deliveries d JOIN runs r ON r.id = d.run_id \
-             WHERE r.campaign = ? AND d.contact_id = ?",
-        )
-        .bind(campaign)
-        .bind(contact)
-        .fetch_optional(&mut db)
-        .await
-        .unwrap()
-        .flatten()
+        let delivery = self.herald.delivery(campaign, contact).await;
+        delivery.and_then(|d| d.read_at)
     }
 
     /// A contact's opted_out_at on `medium`.
     async fn opted_out_at(&self, contact: &str, medium: &str) -> Option<i64> {
-        let mut db = self.db().await;
-        sqlx::query_scalar(
-            "SELECT m.opted_out_at FROM contacts c \
-             JOIN contact_media m ON m.contact_pk = c.pk AND m.medium = ? WHERE c.id = ?",
-        )
-        .bind(medium)
-        .bind(contact)
-        .fetch_optional(&mut db)
-        .await
-        .unwrap()
-        .flatten()
-    }
-
-    async fn tags(&self, contact: &str) -> Vec<String> {
-        let mut db = self.db().await;
-        sqlx::query_scalar(
-            "SELECT t.tag FROM contacts c JOIN contact_tags t ON t.contact_pk = c.pk \
-             WHERE c.id = ? ORDER BY t.tag",
-        )
-        .bind(contact)
-        .fetch_all(&mut db)
-        .await
-        .unwrap()
-    }
-
-    async fn inbound_events(&self) -> i64 {
-        let mut db = self.db().await;
-        sqlx::query_scalar("SELECT count(*) FROM inbound_events")
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
+        let state = self.herald.medium(contact, medium).await;
+        state.and_then(|m| m.opted_out_at)
     }
 
     /// POSTs `params` form-encoded to /v1/inbound/{channel} with `signature` as
@@ -497,12 +409,7 @@ impl World {
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let content_type = fake::header(response.headers(), "content-type");
         (status, content_type, response.text().await.unwrap())
     }
 
@@ -685,7 +592,7 @@ async fn signed_status_callbacks_move_deliveries_and_others_change_nothing() {
     // The daemon's public URL lets the wa channel (which has none of its own) check
     // signatures; the sms channel keeps signing over its own `public_url`.
     let world = World::start(Some(DAEMON_PUBLIC_URL)).await;
-    let events = world.inbound_events().await;
+    let events = world.herald.inbound_events().await;
     let ana_sid = message_sid(ANA, 1);
     let delivered = [
         ("AccountSid", ACCOUNT_SID),
@@ -715,7 +622,7 @@ async fn signed_status_callbacks_move_deliveries_and_others_change_nothing() {
     let signature = twilio_signature(AUTH_TOKEN, &url, &delivered);
     let (status, _, _) = world.callback("sms", &tampered, Some(signature)).await;
     assert_eq!(status, 401, "a changed parameter breaks the signature");
-    assert_eq!(world.inbound_events().await, events);
+    assert_eq!(world.herald.inbound_events().await, events);
     let (status_now, _, _, _, delivered_at) = world.delivery("promo-sms", "c-1").await;
     assert_eq!((status_now.as_str(), delivered_at), ("sent", None));
 
@@ -908,7 +815,10 @@ async fn incoming_messages_are_replies_answered_with_empty_twiml() {
         body,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>"
     );
-    assert_eq!(world.tags("c-1").await, vec!["interested".to_string()]);
+    assert_eq!(
+        world.herald.tags("c-1").await,
+        vec!["interested".to_string()]
+    );
 
     // A wrong signature: 401, and the STOP is not applied.
     let stop = incoming("SM22222222222222222222222222222222", "STOP", None);
@@ -944,7 +854,7 @@ async fn incoming_messages_are_replies_answered_with_empty_twiml() {
 #[tokio::test]
 async fn without_a_public_url_twilio_callbacks_are_refused() {
     let world = World::start(None).await;
-    let events = world.inbound_events().await;
+    let events = world.herald.inbound_events().await;
     let stop = [
         ("Body", "STOP"),
         ("From", "whatsapp:+51911111111"),
@@ -961,6 +871,6 @@ async fn without_a_public_url_twilio_callbacks_are_refused() {
         .to_string();
     assert!(message.contains("--public-url"), "{message}");
     assert!(message.contains("whatsapp_twilio.public_url"), "{message}");
-    assert_eq!(world.inbound_events().await, events);
+    assert_eq!(world.herald.inbound_events().await, events);
     assert_eq!(world.opted_out_at("c-1", "whatsapp").await, None);
 }

@@ -10,18 +10,19 @@
 //! the GET verification handshake, and notifications signed in X-Hub-Signature-256 (the
 //! HMAC computed here from Meta's description, not by herald) right, wrong and not at all.
 
+#[path = "support/fake.rs"]
+mod fake;
 #[path = "support/server.rs"]
 mod server;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use server::{Herald, Options};
-use sqlx::Row;
+use server::{Herald, Scratch};
 
 const ACCESS_TOKEN: &str = "EAAGm0PX4ZCpsBAKZCtesttoken";
 const APP_SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -90,13 +91,7 @@ impl FakeGraphApi {
             move |method: Method, uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
                 let got = got.clone();
                 async move {
-                    let header = |name: &str| {
-                        headers
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string()
-                    };
+                    let header = |name: &str| fake::header(&headers, name);
                     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     let to = body["to"].as_str().unwrap_or_default().to_string();
                     let mut got = got.lock().unwrap();
@@ -179,29 +174,20 @@ impl FakeGraphApi {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeGraphApi { addr, got }
+        FakeGraphApi {
+            addr: fake::serve(app).await,
+            got,
+        }
     }
 
     fn got_for(&self, to: &str) -> Vec<Got> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|g| g.body["to"] == to)
-            .cloned()
-            .collect()
+        fake::matching(&self.got, |g| g.body["to"] == to)
     }
 }
 
-fn site(dir: &std::path::Path, api: &FakeGraphApi) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("site.yaml"),
-        format!(
-            r#"apiVersion: herald/v1
+fn site(api: &FakeGraphApi) -> String {
+    format!(
+        r#"apiVersion: herald/v1
 kind: Channel
 metadata: {{name: wa}}
 spec:
@@ -365,14 +351,12 @@ spec:
   on_reply:
     - {{match: '^YES$', tag: interested}}
 "#,
-            addr = api.addr,
-            showcase = SHOWCASE
-                .iter()
-                .map(|(name, _, _)| showcase_campaign(name))
-                .collect::<String>(),
-        ),
+        addr = api.addr,
+        showcase = SHOWCASE
+            .iter()
+            .map(|(name, _, _)| showcase_campaign(name))
+            .collect::<String>(),
     )
-    .unwrap();
 }
 
 /// A campaign sending the template `name` to the contact `name` only. The list's reply
@@ -405,41 +389,51 @@ spec:
 struct World {
     herald: Herald,
     api: FakeGraphApi,
-    _scratch: tempfile::TempDir,
+    _scratch: Scratch,
 }
+
+/// (status, reason, provider_message_id, attempts, delivered_at, read_at) of a delivery.
+type DeliveryRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
 
 impl World {
     async fn start() -> World {
-        let scratch = tempfile::tempdir().unwrap();
+        let scratch = Scratch::new();
         let api = FakeGraphApi::start().await;
-        let dir = scratch.path().join("site");
-        site(&dir, &api);
-        let contacts = scratch.path().join("contacts.csv");
+        scratch.write_site("site.yaml", &site(&api));
         let mut csv = format!(
             "id,name,phone\nc-1,Ana,{ANA}\nc-2,Luis,{LUIS}\nc-3,Rosa,{ROSA}\nc-4,Pedro,{PEDRO}\n"
         );
         for (id, name, phone) in SHOWCASE {
             csv.push_str(&format!("{id},{name},{phone}\n"));
         }
-        std::fs::write(&contacts, csv).unwrap();
-        let db = scratch.path().join("herald.db");
-        let mut options = Options::new(&dir, &db);
-        options.args = vec!["--contacts".into(), contacts.display().to_string()];
-        options.env = vec![
-            ("WA_TOKEN".into(), ACCESS_TOKEN.into()),
-            ("WA_APP_SECRET".into(), APP_SECRET.into()),
-            ("WA_VERIFY_TOKEN".into(), VERIFY_TOKEN.into()),
-        ];
-        let herald = Herald::start_with(options);
+        let contacts = scratch.write_contacts(&csv);
+        let herald = scratch
+            .options()
+            .with_contacts(&contacts)
+            .with_env(&[
+                ("WA_TOKEN", ACCESS_TOKEN),
+                ("WA_APP_SECRET", APP_SECRET),
+                ("WA_VERIFY_TOKEN", VERIFY_TOKEN),
+            ])
+            .start();
         let world = World {
             herald,
             api,
             _scratch: scratch,
         };
         world
-            .wait_for(
+            .herald
+            .wait_until(
                 "Ana's, Rosa's and Pedro's messages sent, Luis's failed, and every showcase \
                  message sent but the audio with a text",
+                Duration::from_secs(40),
                 || async {
                     let mut done = world.delivery("c-1").await.0 == "sent"
                         && world.delivery("c-2").await.0 == "failed"
@@ -460,115 +454,32 @@ impl World {
         world
     }
 
-    async fn wait_for<F, Fut>(&self, what: &str, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let started = Instant::now();
-        while !check().await {
-            if started.elapsed() > Duration::from_secs(40) {
-                panic!("timed out waiting for {what}:\n{}", self.herald.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn db(&self) -> sqlx::SqliteConnection {
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&self.herald.db)
-            .read_only(true);
-        <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
-            .await
-            .unwrap()
-    }
-
-    /// (status, reason, provider_message_id, attempts, delivered_at, read_at) of the promo.
-    async fn delivery(
-        &self,
-        contact: &str,
-    ) -> (
-        String,
-        Option<String>,
-        Option<String>,
-        i64,
-        Option<i64>,
-        Option<i64>,
-    ) {
+    /// The promo's delivery to `contact`.
+    async fn delivery(&self, contact: &str) -> DeliveryRow {
         self.delivery_of("promo", contact).await
     }
 
-    /// The same of `campaign`'s delivery to `contact`.
-    async fn delivery_of(
-        &self,
-        campaign: &str,
-        contact: &str,
-    ) -> (
-        String,
-        Option<String>,
-        Option<String>,
-        i64,
-        Option<i64>,
-        Option<i64>,
-    ) {
-        // The run snapshots its deliveries shortly after it starts: wait for the row.
-        let started = std::time::Instant::now();
-        let r = loop {
-            let mut db = self.db().await;
-            let found = sqlx::query(
-                "SELECT d.status, d.reason, d.provider_message_id, d.attempts, d.delivered_at, d.read_at \
-                 FROM deliveries d JOIN runs r ON r.id = d.run_id \
-                 WHERE r.campaign = ? AND d.contact_id = ?",
-            )
-            .bind(campaign)
-            .bind(contact)
-        .fetch_optional(&mut db)
-                .await
-                .unwrap();
-            if let Some(r) = found {
-                break r;
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(20),
-                "no delivery for {contact} within 20 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+    /// `campaign`'s delivery to `contact`.
+    async fn delivery_of(&self, campaign: &str, contact: &str) -> DeliveryRow {
+        let d = self.herald.planned_delivery(campaign, contact).await;
+        (
+            d.status,
+            d.reason,
+            d.provider_message_id,
+            d.attempts,
+            d.delivered_at,
+            d.read_at,
+        )
     }
 
     /// (opted_out_at, last_inbound_at) of a contact's whatsapp.
     async fn whatsapp_state(&self, contact: &str) -> (Option<i64>, Option<i64>) {
-        let mut db = self.db().await;
-        let row = sqlx::query(
-            "SELECT m.opted_out_at, m.last_inbound_at FROM contacts c \
-             JOIN contact_media m ON m.contact_pk = c.pk AND m.medium = 'whatsapp' WHERE c.id = ?",
-        )
-        .bind(contact)
-        .fetch_optional(&mut db)
-        .await
-        .unwrap();
-        row.map_or((None, None), |r| (r.get(0), r.get(1)))
-    }
-
-    async fn tags(&self, contact: &str) -> Vec<String> {
-        let mut db = self.db().await;
-        sqlx::query_scalar(
-            "SELECT t.tag FROM contacts c JOIN contact_tags t ON t.contact_pk = c.pk \
-             WHERE c.id = ? ORDER BY t.tag",
-        )
-        .bind(contact)
-        .fetch_all(&mut db)
-        .await
-        .unwrap()
-    }
-
-    async fn inbound_events(&self) -> i64 {
-        let mut db = self.db().await;
-        sqlx::query_scalar("SELECT count(*) FROM inbound_events")
-            .fetch_one(&mut db)
+        let m = self
+            .herald
+            .medium(contact, "whatsapp")
             .await
-            .unwrap()
+            .unwrap_or_default();
+        (m.opted_out_at, m.last_inbound_at)
     }
 
     /// POSTs a notification with `signature_header` as X-Hub-Signature-256 (none: `None`).
@@ -890,7 +801,7 @@ async fn the_verification_handshake_echoes_the_challenge_only_for_the_verify_tok
 #[tokio::test]
 async fn signed_notifications_record_statuses_and_replies_and_others_change_nothing() {
     let world = World::start().await;
-    let events = world.inbound_events().await;
+    let events = world.herald.inbound_events().await;
     let delivered = notification(
         json!([{"id": "wamid.51911111111", "status": "delivered", "recipient_id": "51911111111",
             "conversation": {"id": "c1", "origin": {"type": "marketing"}},
@@ -907,7 +818,7 @@ async fn signed_notifications_record_statuses_and_replies_and_others_change_noth
     assert_eq!(answer["error"]["code"], "invalid_signature");
     let (status, _) = world.notify(&delivered, None).await;
     assert_eq!(status, 401);
-    assert_eq!(world.inbound_events().await, events);
+    assert_eq!(world.herald.inbound_events().await, events);
     assert_eq!(world.delivery("c-1").await.4, None);
 
     // Signed: the delivery moves to delivered, then read.
@@ -980,7 +891,10 @@ async fn signed_notifications_record_statuses_and_replies_and_others_change_noth
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["events"][0]["contact_id"], "c-1");
     assert_eq!(answer["events"][0]["campaign"], "promo");
-    assert_eq!(world.tags("c-1").await, vec!["interested".to_string()]);
+    assert_eq!(
+        world.herald.tags("c-1").await,
+        vec!["interested".to_string()]
+    );
     assert!(
         world.whatsapp_state("c-1").await.1.is_some(),
         "last inbound recorded"
@@ -1003,7 +917,10 @@ async fn signed_notifications_record_statuses_and_replies_and_others_change_noth
     assert_eq!(answer["events"][0]["contact_id"], "wa-list");
     assert_eq!(answer["events"][0]["campaign"], "wa-list");
     assert_eq!(answer["events"][0]["tagged"], json!(["wants-pro"]));
-    assert_eq!(world.tags("wa-list").await, vec!["wants-pro".to_string()]);
+    assert_eq!(
+        world.herald.tags("wa-list").await,
+        vec!["wants-pro".to_string()]
+    );
 
     // A text STOP opts the sender out of whatsapp.
     let stop = notification(

@@ -6,24 +6,19 @@ mod server;
 
 use std::time::{Duration, Instant};
 
-use server::{Herald, Options};
+use server::Scratch;
 
 /// A site whose one campaign sends, now, to a webhook that never answers.
-fn site(dir: &std::path::Path, sink: std::net::SocketAddr) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("site.yaml"),
-        format!(
-            "apiVersion: herald/v1\nkind: Channel\nmetadata: {{name: slow}}\nspec:\n  type: webhook\n  \
+fn site(sink: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: herald/v1\nkind: Channel\nmetadata: {{name: slow}}\nspec:\n  type: webhook\n  \
              medium: sms\n  webhook: {{url: \"http://{sink}/send\"}}\n---\n\
              apiVersion: herald/v1\nkind: Template\nmetadata: {{name: hello}}\nspec:\n  \
              sms: {{text: \"Hola\"}}\n---\n\
              apiVersion: herald/v1\nkind: Campaign\nmetadata: {{name: now}}\nspec:\n  \
              audience: {{segment: all-contacts}}\n  channels: {{strategy: specific, use: [slow]}}\n  \
              template: hello\n  schedule: {{now: true}}\n"
-        ),
     )
-    .unwrap();
 }
 
 #[test]
@@ -39,19 +34,10 @@ fn a_second_signal_exits_at_once_while_the_first_waits_for_the_send_in_flight() 
             let _ = connected_tx.send(());
         }
     });
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path().join("site");
-    site(&dir, address);
-    let contacts = scratch.path().join("contacts.csv");
-    std::fs::write(
-        &contacts,
-        "id,name,phone,opted_in\nc-1,Ana,+51987650001,sms\n",
-    )
-    .unwrap();
-    let db = scratch.path().join("herald.db");
-    let mut options = Options::new(&dir, &db);
-    options.args = vec!["--contacts".into(), contacts.display().to_string()];
-    let mut herald = Herald::start_with(options);
+    let scratch = Scratch::new();
+    scratch.write_site("site.yaml", &site(address));
+    let contacts = scratch.write_contacts("id,name,phone,opted_in\nc-1,Ana,+51987650001,sms\n");
+    let mut herald = scratch.options().with_contacts(&contacts).start();
     connected
         .recv_timeout(Duration::from_secs(20))
         .expect("the send reaches the webhook");

@@ -6,6 +6,8 @@
 //! Standard Webhooks reference library from PyPI when python3 has it (`.ci/run` installs
 //! `standardwebhooks`).
 
+#[path = "support/fake.rs"]
+mod fake;
 #[path = "support/server.rs"]
 mod server;
 
@@ -17,7 +19,7 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use hmac::Mac;
 use serde_json::{Value, json};
-use server::{Herald, Options};
+use server::{Herald, Scratch};
 
 const SECRET: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZg==";
 
@@ -75,10 +77,10 @@ impl Receiver {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { addr, got }
+        Receiver {
+            addr: fake::serve(app).await,
+            got,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -86,13 +88,7 @@ impl Receiver {
     }
 
     fn got(&self, path: &str) -> Vec<Got> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|g| g.path == path)
-            .cloned()
-            .collect()
+        fake::matching(&self.got, |g| g.path == path)
     }
 }
 
@@ -152,7 +148,9 @@ fn webhook(name: &str, url: &str, events: &[&str], extra: &str) -> String {
 }
 
 struct World {
-    scratch: tempfile::TempDir,
+    scratch: Scratch,
+    /// contacts.csv.
+    contacts: std::path::PathBuf,
     herald: Option<Herald>,
     scale: Option<&'static str>,
 }
@@ -160,18 +158,15 @@ struct World {
 impl World {
     /// A site with the base documents and `webhooks`, and three contacts.
     fn new(webhooks: &[String], scale: Option<&'static str>) -> World {
-        let scratch = tempfile::tempdir().unwrap();
-        let site = scratch.path().join("site");
-        std::fs::create_dir_all(&site).unwrap();
-        std::fs::write(site.join("base.yaml"), BASE).unwrap();
-        std::fs::write(site.join("webhooks.yaml"), webhooks.join("---\n")).unwrap();
-        std::fs::write(
-            scratch.path().join("contacts.csv"),
+        let scratch = Scratch::new();
+        scratch.write_site("base.yaml", BASE);
+        scratch.write_site("webhooks.yaml", &webhooks.join("---\n"));
+        let contacts = scratch.write_contacts(
             "id,name,phone\nc-1,Ana,+51911111111\nc-2,Luis,+51922222222\nc-3,Rosa,+51933333333\n",
-        )
-        .unwrap();
+        );
         let mut world = World {
             scratch,
+            contacts,
             herald: None,
             scale,
         };
@@ -180,24 +175,15 @@ impl World {
     }
 
     fn start(&mut self) {
-        let site = self.scratch.path().join("site");
-        let db = self.scratch.path().join("herald.db");
-        let mut options = Options::new(&site, &db);
-        options.args = vec![
-            "--contacts".into(),
-            self.scratch
-                .path()
-                .join("contacts.csv")
-                .display()
-                .to_string(),
-        ];
-        options.env = vec![("HOOK_SECRET".into(), SECRET.into())];
+        let mut options = self
+            .scratch
+            .options()
+            .with_contacts(&self.contacts)
+            .with_env(&[("HOOK_SECRET", SECRET)]);
         if let Some(scale) = self.scale {
-            options
-                .env
-                .push(("HERALD_WEBHOOK_RETRY_SCALE".into(), scale.into()));
+            options = options.with_env(&[("HERALD_WEBHOOK_RETRY_SCALE", scale)]);
         }
-        self.herald = Some(Herald::start_with(options));
+        self.herald = Some(options.start());
     }
 
     fn restart(&mut self) {
@@ -210,20 +196,12 @@ impl World {
     }
 
     fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.scratch.path().join("site").join(file), text).unwrap();
+        self.scratch.write_site(file, text);
     }
 
     async fn wait_for(&self, what: &str, mut check: impl FnMut() -> bool) {
-        let started = Instant::now();
-        while !check() {
-            if started.elapsed() > Duration::from_secs(30) {
-                panic!(
-                    "timed out waiting for {what}:\n{}",
-                    self.herald().log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let check = || std::future::ready(check());
+        self.herald().wait_until(what, WAIT, check).await;
     }
 
     async fn store(&self) -> herald::store::Store {
@@ -232,21 +210,18 @@ impl World {
             .unwrap()
     }
 
-    async fn applied_revisions(&self) -> usize {
-        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(
-            &sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&self.herald().db)
-                .read_only(true),
-        )
-        .await
-        .unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM revisions WHERE status = 'applied'")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-        n as usize
+    async fn wait_for_revisions(&self, n: usize) {
+        let applied = || async {
+            let sql = "SELECT count(*) FROM revisions WHERE status = 'applied'";
+            self.herald().scalar(sql).await as usize >= n
+        };
+        let what = format!("revision {n} to be applied");
+        self.herald().wait_until(&what, WAIT, applied).await;
     }
 }
+
+/// How long the tests wait for the server to get somewhere.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// The `webhook-signature` herald should have sent, computed without herald's code.
 fn expected_signature(got: &Got) -> String {
@@ -669,19 +644,4 @@ async fn delivery_events_are_batched_up_to_max_events_or_max_wait() {
         }
     }
     python_verifies(&got);
-}
-
-impl World {
-    async fn wait_for_revisions(&self, n: usize) {
-        let started = Instant::now();
-        while self.applied_revisions().await < n {
-            if started.elapsed() > Duration::from_secs(30) {
-                panic!(
-                    "revision {n} was not applied:\n{}",
-                    self.herald().log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }

@@ -1,5 +1,7 @@
 //! The real `herald serve` binary for HTTP tests: started on 127.0.0.1 with a free port,
-//! one token per role, and stopped with SIGTERM when dropped.
+//! one token per role, and stopped with SIGTERM when dropped. [`Scratch`] holds what it
+//! runs on (the site, the store, the contacts file); [`Herald`]'s async helpers wait for it
+//! and read its store the way the tests check it (read only).
 //!
 //! Use from a test file with:
 //! ```ignore
@@ -14,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
+use sqlx::Row as _;
 
 /// The token of each role in the tokens file every test server gets.
 pub const ADMIN: &str = "admin-token-0123456789";
@@ -49,6 +52,103 @@ impl<'a> Options<'a> {
             args: Vec::new(),
             env: Vec::new(),
         }
+    }
+
+    /// `--contacts FILE`: the contacts herald loads as it starts.
+    pub fn with_contacts(self, file: &Path) -> Options<'a> {
+        self.with_args(&["--contacts", &file.display().to_string()])
+    }
+
+    /// More arguments to `serve`.
+    pub fn with_args(mut self, args: &[&str]) -> Options<'a> {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// More environment variables (a channel's secrets, say).
+    pub fn with_env(mut self, vars: &[(&str, &str)]) -> Options<'a> {
+        self.env
+            .extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// Starts the server ([`Herald::start_with`]).
+    pub fn start(self) -> Herald {
+        Herald::start_with(self)
+    }
+}
+
+/// A test's scratch directory, removed when dropped: the campaign directory `site/`, the
+/// store `herald.db` and the contacts file `contacts.csv`.
+pub struct Scratch {
+    root: tempfile::TempDir,
+    /// `site/`, created by the first [`Scratch::write_site`].
+    pub site: PathBuf,
+    pub db: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let root = tempfile::tempdir().unwrap();
+        Scratch {
+            site: root.path().join("site"),
+            db: root.path().join("herald.db"),
+            root,
+        }
+    }
+
+    /// A scratch directory whose site is campaigns.example ([`copy_example`]).
+    pub fn example() -> Scratch {
+        let scratch = Scratch::new();
+        copy_example(&scratch.site);
+        scratch
+    }
+
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Writes `text` to `site/<file>`, creating the directories on the way.
+    pub fn write_site(&self, file: &str, text: &str) {
+        let path = self.site.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Writes `csv` as contacts.csv; returns its path (for [`Options::with_contacts`]).
+    pub fn write_contacts(&self, csv: &str) -> PathBuf {
+        let file = self.path().join("contacts.csv");
+        std::fs::write(&file, csv).unwrap();
+        file
+    }
+
+    /// Writes `csv` as contacts.csv and imports it into the store with the real binary
+    /// (`herald contacts import`), before the server starts.
+    pub fn import_contacts(&self, csv: &str) {
+        let file = self.write_contacts(csv);
+        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["contacts", "import"])
+            .arg(&file)
+            .arg("--db")
+            .arg(&self.db)
+            .env_remove("HERALD_DB")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "herald contacts import failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// How to start `herald serve` on `site/` with the store `herald.db`.
+    pub fn options(&self) -> Options<'_> {
+        Options::new(&self.site, &self.db)
+    }
+
+    /// `herald serve` on `site/` with the store `herald.db` ([`Herald::start`]).
+    pub fn start(&self) -> Herald {
+        Herald::start(&self.site, &self.db)
     }
 }
 
@@ -178,6 +278,31 @@ impl Herald {
         child.try_wait().ok().flatten().map(|status| status.code())
     }
 
+    /// Polls `check` every 50 ms until it holds; after `limit`, panics naming `what`, with
+    /// the server's log.
+    pub async fn wait_until<F, Fut>(&self, what: &str, limit: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !check().await {
+            if started.elapsed() > limit {
+                panic!("timed out waiting for {what}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GETs `path` (with `token` as the bearer, if any) and answers the JSON body.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> serde_json::Value {
+        let mut request = reqwest::Client::new().get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
     /// Stops the server with SIGTERM and waits for it (at most 20 s); returns its exit code.
     pub fn stop(mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -205,6 +330,122 @@ impl Drop for Herald {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A delivery's row in the store.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub status: String,
+    pub reason: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub attempts: i64,
+    pub delivered_at: Option<i64>,
+    pub read_at: Option<i64>,
+}
+
+/// A contact's state on one medium (its contact_media row).
+#[derive(Clone, Debug, Default)]
+pub struct Medium {
+    pub opted_in_at: Option<i64>,
+    pub opted_out_at: Option<i64>,
+    pub opted_out_source: Option<String>,
+    pub last_inbound_at: Option<i64>,
+}
+
+/// The store as the server left it, read through a read-only connection of the test's own.
+impl Herald {
+    /// A read-only connection to the server's store.
+    pub async fn db(&self) -> sqlx::SqliteConnection {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.db)
+            .read_only(true);
+        <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .unwrap()
+    }
+
+    /// The one number `sql` answers (a count, say).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut self.db().await)
+            .await
+            .unwrap()
+    }
+
+    /// `campaign`'s delivery to `contact`; `None` until its run has planned it.
+    pub async fn delivery(&self, campaign: &str, contact: &str) -> Option<Delivery> {
+        let row = sqlx::query(
+            "SELECT d.status, d.reason, d.provider_message_id, d.attempts, d.delivered_at, \
+             d.read_at FROM deliveries d JOIN runs r ON r.id = d.run_id \
+             WHERE r.campaign = ? AND d.contact_id = ?",
+        )
+        .bind(campaign)
+        .bind(contact)
+        .fetch_optional(&mut self.db().await)
+        .await
+        .unwrap()?;
+        Some(Delivery {
+            status: row.get(0),
+            reason: row.get(1),
+            provider_message_id: row.get(2),
+            attempts: row.get(3),
+            delivered_at: row.get(4),
+            read_at: row.get(5),
+        })
+    }
+
+    /// [`Herald::delivery`], waiting for the row: a run snapshots its deliveries shortly
+    /// after it starts (panics after 20 s).
+    pub async fn planned_delivery(&self, campaign: &str, contact: &str) -> Delivery {
+        let started = Instant::now();
+        loop {
+            if let Some(delivery) = self.delivery(campaign, contact).await {
+                return delivery;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no delivery for {contact} within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `contact`'s state on `medium`; `None` when it has no such row.
+    pub async fn medium(&self, contact: &str, medium: &str) -> Option<Medium> {
+        let row = sqlx::query(
+            "SELECT m.opted_in_at, m.opted_out_at, m.opted_out_source, m.last_inbound_at \
+             FROM contacts c JOIN contact_media m ON m.contact_pk = c.pk AND m.medium = ? \
+             WHERE c.id = ?",
+        )
+        .bind(medium)
+        .bind(contact)
+        .fetch_optional(&mut self.db().await)
+        .await
+        .unwrap()?;
+        Some(Medium {
+            opted_in_at: row.get(0),
+            opted_out_at: row.get(1),
+            opted_out_source: row.get(2),
+            last_inbound_at: row.get(3),
+        })
+    }
+
+    /// `contact`'s tags, sorted.
+    pub async fn tags(&self, contact: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT t.tag FROM contacts c JOIN contact_tags t ON t.contact_pk = c.pk \
+             WHERE c.id = ? ORDER BY t.tag",
+        )
+        .bind(contact)
+        .fetch_all(&mut self.db().await)
+        .await
+        .unwrap()
+    }
+
+    /// How many inbound requests the store has recorded.
+    pub async fn inbound_events(&self) -> i64 {
+        self.scalar("SELECT count(*) FROM inbound_events").await
     }
 }
 
