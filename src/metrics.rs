@@ -147,22 +147,58 @@ pub fn message_result(channel: &str, status: &str, count: u64) {
         .increment(count);
 }
 
-/// A send on `channel` waited `waited` for a rate limit (its channel's or its campaign's).
-/// Call it only when the send did wait; a send that went at once is not a wait.
-pub fn rate_limit_wait(channel: &str, waited: Duration) {
-    handle();
-    let label = channel.to_string();
-    metrics::counter!(RATE_LIMIT_WAITS_TOTAL, "channel" => label.clone()).increment(1);
-    metrics::histogram!(RATE_LIMIT_WAIT_DURATION, "channel" => label).record(waited.as_secs_f64());
-    upkeep_now_and_then();
+/// One channel's per-send series, looked up once: the engine keeps them with the built
+/// channel, so a send records without building labels or searching the registry.
+#[derive(Clone)]
+pub struct ChannelSeries {
+    waits: metrics::Counter,
+    wait_duration: metrics::Histogram,
+    latency: metrics::Histogram,
 }
 
-/// `channel`'s provider took `took` to answer one send (whatever the answer).
-pub fn provider_latency(channel: &str, took: Duration) {
+impl std::fmt::Debug for ChannelSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelSeries").finish_non_exhaustive()
+    }
+}
+
+/// `channel`'s per-send series.
+pub fn channel_series(channel: &str) -> ChannelSeries {
     handle();
-    metrics::histogram!(PROVIDER_REQUEST_DURATION, "channel" => channel.to_string())
-        .record(took.as_secs_f64());
-    upkeep_now_and_then();
+    let label = channel.to_string();
+    ChannelSeries {
+        waits: metrics::counter!(RATE_LIMIT_WAITS_TOTAL, "channel" => label.clone()),
+        wait_duration: metrics::histogram!(RATE_LIMIT_WAIT_DURATION, "channel" => label.clone()),
+        latency: metrics::histogram!(PROVIDER_REQUEST_DURATION, "channel" => label),
+    }
+}
+
+impl ChannelSeries {
+    /// A send waited `waited` for a rate limit (its channel's or its campaign's). Call it
+    /// only when the send did wait; a send that went at once is not a wait.
+    pub fn rate_limit_wait(&self, waited: Duration) {
+        self.waits.increment(1);
+        self.wait_duration.record(waited.as_secs_f64());
+        upkeep_now_and_then();
+    }
+
+    /// The provider took `took` to answer one send (whatever the answer).
+    pub fn provider_latency(&self, took: Duration) {
+        self.latency.record(took.as_secs_f64());
+        upkeep_now_and_then();
+    }
+}
+
+/// A send on `channel` waited `waited` for a rate limit; see [`ChannelSeries`].
+#[cfg(test)]
+fn rate_limit_wait(channel: &str, waited: Duration) {
+    channel_series(channel).rate_limit_wait(waited);
+}
+
+/// `channel`'s provider took `took` to answer one send; see [`ChannelSeries`].
+#[cfg(test)]
+fn provider_latency(channel: &str, took: Duration) {
+    channel_series(channel).provider_latency(took);
 }
 
 /// What one outbound webhook delivery attempt came to.

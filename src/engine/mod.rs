@@ -1158,16 +1158,15 @@ async fn send_one(job: &Job, clock: &dyn Clock) -> Attempt {
     let asked = std::time::Instant::now();
     rate::acquire(&limiters).await;
     let waited = asked.elapsed();
-    let channel = job.handle.channel.name();
     if waited >= Duration::from_millis(1) {
-        crate::metrics::rate_limit_wait(channel, waited);
+        job.handle.metrics.rate_limit_wait(waited);
     }
     if let Some(until) = job.handle.hold.until(clock.now()) {
         return Attempt::Held { until };
     }
     let sending = std::time::Instant::now();
     let outcome = job.handle.channel.send(&job.message).await;
-    crate::metrics::provider_latency(channel, sending.elapsed());
+    job.handle.metrics.provider_latency(sending.elapsed());
     if let SendOutcome::Transient {
         retry_after: Some(wait),
         ..
@@ -1175,7 +1174,7 @@ async fn send_one(job: &Job, clock: &dyn Clock) -> Attempt {
         && let Some(until) = job.handle.hold.extend(clock.now(), *wait)
     {
         tracing::warn!(
-            channel,
+            channel = job.handle.channel.name(),
             wait_s = wait.as_secs_f64(),
             until = %jiff::Timestamp::from_millisecond(until).unwrap_or_default(),
             "the provider asked to wait: no sends through the channel until then"

@@ -38,6 +38,7 @@ pub struct ChannelHandle {
     pub window: Option<Window>,
     /// Set when the provider asks to wait; shared by every version of the channel.
     pub hold: Arc<Hold>,
+    pub metrics: crate::metrics::ChannelSeries,
 }
 
 /// Shared limits, keyed so that every run sending through a channel (or of a campaign)
@@ -326,6 +327,7 @@ fn channel_handle(
         in_flight,
         window,
         hold,
+        metrics: crate::metrics::channel_series(name),
     });
     // Older versions of this channel that no pinned run holds any more are let go: each
     // may keep connections open (an SMTP pool, an HTTP client's idle sockets).
