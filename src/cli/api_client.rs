@@ -109,7 +109,7 @@ impl ApiClient {
 
     /// `GET path` (e.g. `/v1/runs?limit=5`), decoded as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiCallError> {
-        self.call(self.http.get(self.url(path)), path).await
+        self.call(reqwest::Method::GET, path, None::<&()>).await
     }
 
     /// `POST path` with `body` as JSON (or an empty body), decoded as `T`.
@@ -118,41 +118,30 @@ impl ApiClient {
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
     ) -> Result<T, ApiCallError> {
-        let mut request = self.http.post(self.url(path));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        self.call(request, path).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.call(reqwest::Method::POST, path, body).await
     }
 
     async fn call<T: DeserializeOwned>(
         &self,
-        mut request: reqwest::RequestBuilder,
+        method: reqwest::Method,
         path: &str,
+        body: Option<&(impl Serialize + Sync)>,
     ) -> Result<T, ApiCallError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let url = self.url(path);
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ApiCallError::Unreachable {
-                url: self.base.clone(),
-                reason: reason(&e),
-            })?;
+        let unreachable = |e: reqwest::Error| ApiCallError::Unreachable {
+            url: self.base.clone(),
+            reason: reason(&e),
+        };
+        let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ApiCallError::Unreachable {
-                url: self.base.clone(),
-                reason: reason(&e),
-            })?;
+        let bytes = response.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
             let body: Option<crate::http::error::ErrorBody> = serde_json::from_slice(&bytes).ok();
             return Err(match body {

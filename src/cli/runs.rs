@@ -163,11 +163,7 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<Outcome> {
         )
         .await?;
     println!("started run {} of {}", started.run_id, args.campaign);
-    if args.watch {
-        return watch(&client, started.run_id).await;
-    }
-    println!("follow it with: herald runs watch {}", started.run_id);
-    Ok(Outcome::Ok)
+    follow(&client, started.run_id, args.watch, "watch").await
 }
 
 /// `herald send-test CAMPAIGN --contact ID [--watch]`.
@@ -185,10 +181,20 @@ pub async fn send_test(args: SendTestArgs) -> anyhow::Result<Outcome> {
         "test run {} of {} to contact {}",
         started.run_id, args.campaign, args.contact
     );
-    if args.watch {
-        return watch(&client, started.run_id).await;
+    follow(&client, started.run_id, args.watch, "show").await
+}
+
+/// Watches a run just started (`--watch`), or says which `herald runs` command follows it.
+async fn follow(
+    client: &ApiClient,
+    id: i64,
+    watch_it: bool,
+    command: &str,
+) -> anyhow::Result<Outcome> {
+    if watch_it {
+        return watch(client, id).await;
     }
-    println!("follow it with: herald runs show {}", started.run_id);
+    println!("follow it with: herald runs {command} {id}");
     Ok(Outcome::Ok)
 }
 
@@ -312,10 +318,7 @@ fn nonzero_counts(run: &RunView) -> String {
 
 /// `2026-11-27 09:00:05Z` from RFC 3339 (drops fractions; keeps the instant UTC).
 fn short_time(rfc3339: &str) -> String {
-    match rfc3339.parse::<jiff::Timestamp>() {
-        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
-        Err(_) => rfc3339.to_string(),
-    }
+    crate::http::page::reformat_time(rfc3339, "%Y-%m-%d %H:%M:%SZ")
 }
 
 fn opt_time(t: &Option<String>) -> String {

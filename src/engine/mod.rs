@@ -292,7 +292,7 @@ impl Engine {
             .revision_in_force()
             .await?
             .ok_or(EngineError::NoRevision)?;
-        let loaded = pinned::loaded_of(&revision.specs);
+        let loaded = crate::reconcile::rebuild_specs(&revision.specs);
         let spec = pinned::campaign_of(&loaded, campaign)
             .ok_or_else(|| EngineError::UnknownCampaign(campaign.to_string()))?;
         let test = matches!(trigger, Trigger::Test { .. });

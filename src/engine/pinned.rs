@@ -14,7 +14,6 @@ use super::hold::Hold;
 use super::rate::Gcra;
 use super::window::Window;
 use crate::channels::{self, Channel};
-use crate::reconcile::{StoredObject, rebuild};
 use crate::render::Renderer;
 use crate::secrets::SecretResolver;
 use crate::spec::Object;
@@ -95,11 +94,6 @@ impl PinnedRun {
 }
 
 /// The stored versions as a loaded revision.
-pub fn loaded_of(specs: &[StoredSpec]) -> crate::spec::Loaded {
-    let stored: Vec<StoredObject> = specs.iter().map(StoredObject::from).collect();
-    rebuild(&stored)
-}
-
 pub fn campaign_of<'a>(loaded: &'a crate::spec::Loaded, name: &str) -> Option<&'a CampaignSpec> {
     loaded.objects.iter().find_map(|o| match o {
         Object::Campaign(d) if d.metadata.name.value == name => Some(&d.spec),
@@ -129,7 +123,7 @@ pub fn pin(
     campaign_dir: &Path,
     shared: &mut Shared,
 ) -> Result<PinnedRun, String> {
-    let loaded = loaded_of(specs);
+    let loaded = crate::reconcile::rebuild_specs(specs);
     let campaign = campaign_of(&loaded, &run.campaign).ok_or_else(|| {
         format!(
             "campaign {} is not in revision {}",

@@ -34,11 +34,10 @@ use utoipa_axum::routes;
 
 use super::auth::Operator;
 use super::error::{ErrorBody, ErrorDetail};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, attachment, bool_param, number_param, rfc3339_ms};
 use crate::audience::{self, AudienceError};
 use crate::contacts::edit::{self, ContactEdit, EditMode, EditOutcome, FieldIssue, TagsEdit};
 use crate::contacts::{CsvExport, ImportError, ImportOptions, ImportReport, RowIssue};
-use crate::reconcile::{StoredObject, rebuild};
 use crate::spec::segment::BUILT_IN_SEGMENTS;
 use crate::spec::suggest::did_you_mean;
 use crate::store::contacts::{ContactRecord, MediumState};
@@ -248,20 +247,16 @@ pub struct SegmentPreview {
     pub sample: Vec<SampledView>,
 }
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
-}
-
 fn medium_view(state: &MediumState) -> MediumView {
     MediumView {
         opted_in: state.is_opted_in(),
         opted_out: state.is_opted_out(),
-        opted_in_at: state.opted_in_at.map(rfc3339),
+        opted_in_at: state.opted_in_at.map(rfc3339_ms),
         opted_in_source: state.opted_in_source.clone(),
-        opted_out_at: state.opted_out_at.map(rfc3339),
+        opted_out_at: state.opted_out_at.map(rfc3339_ms),
         opted_out_source: state.opted_out_source.clone(),
-        last_inbound_at: state.last_inbound_at.map(rfc3339),
-        last_outbound_at: state.last_outbound_at.map(rfc3339),
+        last_inbound_at: state.last_inbound_at.map(rfc3339_ms),
+        last_outbound_at: state.last_outbound_at.map(rfc3339_ms),
     }
 }
 
@@ -284,8 +279,8 @@ impl From<ContactRecord> for ContactView {
             country: d.country,
             attributes: d.attributes,
             tags: d.tags.into_iter().collect(),
-            created_at: rfc3339(d.created_at),
-            updated_at: rfc3339(d.updated_at),
+            created_at: rfc3339_ms(d.created_at),
+            updated_at: rfc3339_ms(d.updated_at),
         }
     }
 }
@@ -345,6 +340,15 @@ async fn save(
         Some((outcome, record)) => Ok((outcome, record.into())),
         None => Err(no_contact(id)),
     }
+}
+
+/// Applies `edit` to the existing contact `id` and answers with it; 404 if there is none.
+async fn update(
+    state: &AppState,
+    id: &str,
+    edit: ContactEdit,
+) -> Result<Json<ContactView>, ApiError> {
+    Ok(Json(save(state, id, edit, false).await?.1))
 }
 
 /// One contact.
@@ -418,7 +422,7 @@ async fn patch_contact(
 ) -> Result<Json<ContactView>, ApiError> {
     checked_id(&id)?;
     let edit = edit::parse_body(&body, EditMode::MergePatch, &id).map_err(invalid_fields)?;
-    Ok(Json(save(&state, &id, edit, false).await?.1))
+    update(&state, &id, edit).await
 }
 
 /// Deletes a contact, its tags and its consent. Reports keep its past deliveries.
@@ -470,7 +474,7 @@ async fn add_tags(
         tags: TagsEdit::Add(tags),
         ..ContactEdit::default()
     };
-    Ok(Json(save(&state, &id, edit, false).await?.1))
+    update(&state, &id, edit).await
 }
 
 /// Removes a tag from a contact (a tag it does not have is no error).
@@ -501,43 +505,45 @@ async fn remove_tag(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The string field `name` as `parse` reads it. Each problem (absent: `missing` says what
+/// to give; not a string; refused by `parse`) goes to `issues`.
+fn text_field<T>(
+    fields: &serde_json::Map<String, Value>,
+    name: &str,
+    missing: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    issues: &mut Vec<FieldIssue>,
+) -> Option<T> {
+    let problem = match fields.get(name) {
+        Some(Value::String(text)) => match parse(text) {
+            Ok(value) => return Some(value),
+            Err(e) => e,
+        },
+        Some(_) => "must be a string".to_string(),
+        None => missing.to_string(),
+    };
+    issues.push(FieldIssue::new(name, problem));
+    None
+}
+
 /// `{medium, source}` as a consent edit.
 fn consent_edit(body: &Value, opted_in: bool) -> Result<ContactEdit, ApiError> {
     let fields = object_with(body, &["medium", "source"])?;
     let mut issues = Vec::new();
-    let medium = match fields.get("medium") {
-        Some(Value::String(m)) => edit::parse_medium(m)
-            .map_err(|e| issues.push(FieldIssue::new("medium", e)))
-            .ok(),
-        Some(_) => {
-            issues.push(FieldIssue::new("medium", "must be a string"));
-            None
-        }
-        None => {
-            issues.push(FieldIssue::new(
-                "medium",
-                "missing: sms, whatsapp, telegram or email",
-            ));
-            None
-        }
-    };
-    let source = match fields.get("source") {
-        Some(Value::String(s)) => edit::check_source(s)
-            .map(|()| s.clone())
-            .map_err(|e| issues.push(FieldIssue::new("source", e)))
-            .ok(),
-        Some(_) => {
-            issues.push(FieldIssue::new("source", "must be a string"));
-            None
-        }
-        None => {
-            issues.push(FieldIssue::new(
-                "source",
-                "missing: say where it was given or withdrawn, e.g. signup-form",
-            ));
-            None
-        }
-    };
+    let medium = text_field(
+        fields,
+        "medium",
+        "missing: sms, whatsapp, telegram or email",
+        edit::parse_medium,
+        &mut issues,
+    );
+    let source = text_field(
+        fields,
+        "source",
+        "missing: say where it was given or withdrawn, e.g. signup-form",
+        |s| edit::check_source(s).map(|()| s.to_string()),
+        &mut issues,
+    );
     match (medium, source) {
         (Some(medium), Some(source)) => Ok(ContactEdit {
             consent: [(medium, edit::ConsentChange { opted_in, source })].into(),
@@ -568,7 +574,7 @@ async fn opt_in(
     Json(body): Json<Value>,
 ) -> Result<Json<ContactView>, ApiError> {
     let edit = consent_edit(&body, true)?;
-    Ok(Json(save(&state, &id, edit, false).await?.1))
+    update(&state, &id, edit).await
 }
 
 /// Records an opt-out on a medium, with how it came. An opt-out already recorded keeps its
@@ -591,7 +597,7 @@ async fn opt_out(
     Json(body): Json<Value>,
 ) -> Result<Json<ContactView>, ApiError> {
     let edit = consent_edit(&body, false)?;
-    Ok(Json(save(&state, &id, edit, false).await?.1))
+    update(&state, &id, edit).await
 }
 
 fn import_issue(issue: &RowIssue) -> ImportIssue {
@@ -680,16 +686,7 @@ async fn import_contacts(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let strict = match query.strict.as_deref() {
-        None | Some("") | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "strict",
-                format!("`{other}` is not true or false"),
-            ));
-        }
-    };
+    let strict = bool_param("strict", query.strict.as_deref())?.unwrap_or(false);
     if !is_csv(&headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -754,18 +751,11 @@ async fn export_contacts(_: Operator, State(state): State<AppState>) -> Result<R
             }
         }
     });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"contacts.csv\"",
-            ),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
+    Ok(attachment(
+        "text/csv; charset=utf-8",
+        "contacts.csv",
         Body::from_stream(stream),
-    )
-        .into_response())
+    ))
 }
 
 /// A segment of the revision in force (or a built-in one), counted and sampled.
@@ -786,26 +776,18 @@ async fn preview_segment(
     Path(name): Path<String>,
     Query(query): Query<PreviewQuery>,
 ) -> Result<Json<SegmentPreview>, ApiError> {
-    let sample = match query.sample.as_deref().filter(|s| !s.is_empty()) {
-        None => DEFAULT_SAMPLE,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n <= MAX_SAMPLE)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "sample",
-                    format!("`{text}` is not a number from 0 to {MAX_SAMPLE}"),
-                )
-            })?,
-    };
+    let sample = number_param(
+        "sample",
+        query.sample.as_deref(),
+        DEFAULT_SAMPLE,
+        0..=MAX_SAMPLE,
+    )?;
     let revision = state
         .store
         .revision_in_force()
         .await?
         .ok_or_else(|| ApiError::unavailable("no revision is in force yet"))?;
-    let stored: Vec<StoredObject> = revision.specs.iter().map(StoredObject::from).collect();
-    let segments = audience::segments_of(&rebuild(&stored));
+    let segments = audience::segments_of(&crate::reconcile::rebuild_specs(&revision.specs));
     let compiled = match audience::compile(&name, &segments, state.now()) {
         Ok(c) => c,
         Err(AudienceError::UnknownSegment(missing)) if missing == name => {

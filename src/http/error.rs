@@ -181,13 +181,22 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     /// not JSON, 422 wrong shape) and its text, which names the field.
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
         let status = e.status();
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            StatusCode::UNPROCESSABLE_ENTITY => "invalid",
-            _ => "bad_request",
-        };
-        ApiError::new(status, code, e.body_text())
+        ApiError::new(status, code_of(status), e.body_text())
+    }
+}
+
+/// The code of an error answer the framework made (its statuses are 4xx, or 500).
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        StatusCode::BAD_REQUEST => "bad_request",
+        _ if status.is_server_error() => "internal",
+        _ => "error",
     }
 }
 
@@ -214,24 +223,13 @@ pub async fn json_errors(response: Response) -> Response {
         .ok()
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .filter(|t| !t.is_empty());
-    let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::REQUEST_TIMEOUT => "timeout",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
-        StatusCode::BAD_REQUEST => "bad_request",
-        _ if status.is_server_error() => "internal",
-        _ => "error",
-    };
     let message = text.unwrap_or_else(|| {
         status
             .canonical_reason()
             .unwrap_or("request failed")
             .to_string()
     });
-    let mut out = ApiError::new(status, code, message).into_response();
+    let mut out = ApiError::new(status, code_of(status), message).into_response();
     for (name, value) in parts.headers.iter() {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());

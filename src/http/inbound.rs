@@ -45,7 +45,6 @@ use utoipa_axum::routes;
 use super::{ApiError, AppState};
 use crate::channels::{telegram, twilio, whatsapp_cloud};
 use crate::engine::Trigger;
-use crate::reconcile::{StoredObject, rebuild};
 use crate::secrets::SecretResolver;
 use crate::signing::{self, SigningKey};
 use crate::spec::Object;
@@ -165,24 +164,16 @@ async fn webhook_inbound(
     if let Some(first) = state.store.inbound_answer(channel, webhook_id).await? {
         return Ok(Json(duplicate(first)));
     }
-    let json: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let json = json_body(body)?;
     let message = logic::parse(&json).map_err(|e| ApiError::invalid(e.field, e.message))?;
     let now = state.now();
     match message {
         InboundMessage::Receipt(receipt) => {
             // The sender is the operator's own gateway: a 404 tells it to retry later.
-            match logic::record_receipt(
-                &state.store,
-                &inbound_channel,
-                webhook_id,
-                &receipt,
-                false,
-                now,
-            )
-            .await?
-            {
-                None => Err(ApiError::new(
+            let answer =
+                record_receipt(state, &inbound_channel, webhook_id, &receipt, false, now).await?;
+            answer.map(Json).ok_or_else(|| {
+                ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     format!(
@@ -190,12 +181,8 @@ async fn webhook_inbound(
                          nothing changed, retry later",
                         receipt.message_id
                     ),
-                )),
-                Some(Inbound::Duplicate(first)) => Ok(Json(duplicate(first))),
-                Some(Inbound::Recorded { outcome, .. }) => Ok(Json(
-                    serde_json::to_value(outcome).map_err(ApiError::internal)?,
-                )),
-            }
+                )
+            })
         }
         InboundMessage::Reply(reply) => {
             record_reply(state, &inbound_channel, webhook_id, &reply).await
@@ -296,13 +283,7 @@ async fn verify(
             "channel `{channel}` has no `whatsapp_cloud.verify_token` to answer the handshake with"
         ))
     })?;
-    let expected = SecretResolver::new(&state.dir)
-        .resolve(expected)
-        .map_err(|e| {
-            ApiError::unavailable(format!(
-                "the verify token of channel `{channel}` cannot be resolved: {e}"
-            ))
-        })?;
+    let expected = resolve_secret(&state, &channel, "verify token", expected)?;
     if handshake.mode.as_deref() != Some("subscribe") {
         return Err(forbidden("hub.mode must be subscribe".into()));
     }
@@ -328,8 +309,7 @@ async fn whatsapp_inbound(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let inbound_channel = InboundChannel::from_spec(channel, spec)
-        .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))?;
+    let inbound_channel = inbound_channel(channel, spec)?;
     let secret = required_secret(
         state,
         channel,
@@ -349,8 +329,7 @@ async fn whatsapp_inbound(
             "the X-Hub-Signature-256 header does not verify with the channel's app_secret",
         ));
     }
-    let json: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let json = json_body(body)?;
     let events = whatsapp_cloud::parse_notification_by_number(&json)
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
     let now = state.now();
@@ -362,7 +341,7 @@ async fn whatsapp_inbound(
     let mut answers = Vec::with_capacity(events.len());
     for (number, event) in events {
         // Another number of the same Meta app: recorded on its own channel.
-        let target = match number.filter(|n| Some(n.as_str()) != own_number) {
+        let inbound_channel = match number.filter(|n| Some(n.as_str()) != own_number) {
             None => &inbound_channel,
             Some(number) => {
                 if !siblings.contains_key(&number) {
@@ -372,7 +351,6 @@ async fn whatsapp_inbound(
                 siblings[&number].as_ref().unwrap_or(&inbound_channel)
             }
         };
-        let inbound_channel = target;
         match event {
             whatsapp_cloud::Event::Ignored => {
                 answers.push(serde_json::json!({"kind": "ignored"}));
@@ -385,23 +363,10 @@ async fn whatsapp_inbound(
                 // Meta may call back before the send is recorded; an unknown wamid waits
                 // (instead of a 404 Meta would retry for days for a number also used
                 // outside herald).
-                match logic::record_receipt(
-                    &state.store,
-                    inbound_channel,
-                    &key,
-                    &receipt,
-                    true,
-                    now,
-                )
-                .await?
-                {
-                    // Kept early receipts never come back as `None`.
-                    None => answers.push(serde_json::json!({"kind": "ignored"})),
-                    Some(Inbound::Duplicate(first)) => answers.push(duplicate(first)),
-                    Some(Inbound::Recorded { outcome, .. }) => {
-                        answers.push(serde_json::to_value(outcome).map_err(ApiError::internal)?)
-                    }
-                }
+                let answer =
+                    record_receipt(state, inbound_channel, &key, &receipt, true, now).await?;
+                // Kept early receipts never come back as `None`.
+                answers.push(answer.unwrap_or_else(|| serde_json::json!({"kind": "ignored"})));
             }
         }
     }
@@ -418,9 +383,8 @@ async fn whatsapp_sibling(
     secret: &crate::secrets::SecretString,
 ) -> Result<Option<InboundChannel>, ApiError> {
     let stored = state.store.channels_in_force().await?;
-    let objects: Vec<StoredObject> = stored.iter().map(StoredObject::from).collect();
     let resolver = SecretResolver::new(&state.dir);
-    for object in rebuild(&objects).objects {
+    for object in crate::reconcile::rebuild_specs(&stored).objects {
         let Object::Channel(doc) = object else {
             continue;
         };
@@ -453,8 +417,7 @@ async fn twilio_inbound(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let inbound_channel = InboundChannel::from_spec(channel, spec)
-        .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))?;
+    let inbound_channel = inbound_channel(channel, spec)?;
     let (block, settings) = match spec.channel_type.value {
         ChannelType::WhatsappTwilio => ("whatsapp_twilio", spec.whatsapp_twilio.as_ref()),
         _ => ("sms_twilio", spec.sms_twilio.as_ref()),
@@ -475,13 +438,7 @@ async fn twilio_inbound(
                  herald with --public-url"
             ))
         })?;
-    let token = SecretResolver::new(&state.dir)
-        .resolve(&settings.auth_token)
-        .map_err(|e| {
-            ApiError::unavailable(format!(
-                "the auth token of channel `{channel}` cannot be resolved: {e}"
-            ))
-        })?;
+    let token = resolve_secret(state, channel, "auth token", &settings.auth_token)?;
     let signature = headers
         .get(twilio::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -506,30 +463,19 @@ async fn twilio_inbound(
         .into_response()),
         twilio::Event::Receipt { key, receipt } => {
             // Twilio never retries a status callback: one that beats the send's record waits.
-            match logic::record_receipt(
-                &state.store,
-                &inbound_channel,
-                &key,
-                &receipt,
-                true,
-                state.now(),
-            )
-            .await?
-            {
-                None => Err(ApiError::new(
+            let answer =
+                record_receipt(state, &inbound_channel, &key, &receipt, true, state.now()).await?;
+            let answer = answer.ok_or_else(|| {
+                ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     format!(
                         "no delivery through channel `{channel}` has the message id `{}` (yet); nothing changed",
                         receipt.message_id
                     ),
-                )),
-                Some(Inbound::Duplicate(first)) => Ok(Json(duplicate(first)).into_response()),
-                Some(Inbound::Recorded { outcome, .. }) => Ok(Json(
-                    serde_json::to_value(outcome).map_err(ApiError::internal)?,
                 )
-                .into_response()),
-            }
+            })?;
+            Ok(Json(answer).into_response())
         }
         twilio::Event::Reply { key, reply } => {
             // The answer is TwiML, not the reply's JSON: Twilio would send any text in it to
@@ -558,8 +504,7 @@ async fn telegram_inbound(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let inbound_channel = InboundChannel::from_spec(channel, spec)
-        .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))?;
+    let inbound_channel = inbound_channel(channel, spec)?;
     let secret = required_secret(
         state,
         channel,
@@ -580,8 +525,7 @@ async fn telegram_inbound(
             "the X-Telegram-Bot-Api-Secret-Token header does not match the channel's webhook_secret",
         ));
     }
-    let json: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let json = json_body(body)?;
     let answer = match telegram::parse_update(&json)
         .map_err(|(field, message)| ApiError::invalid(field, message))?
     {
@@ -611,6 +555,28 @@ async fn telegram_inbound(
     }
 }
 
+/// Records a receipt (`keep_early`: one that comes before the send's record waits for it)
+/// and answers with what it did, or with the first answer again for a repeat. `None` when no
+/// delivery has its message id.
+async fn record_receipt(
+    state: &AppState,
+    inbound_channel: &InboundChannel,
+    key: &str,
+    receipt: &logic::Receipt,
+    keep_early: bool,
+    now: jiff::Timestamp,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let recorded =
+        logic::record_receipt(&state.store, inbound_channel, key, receipt, keep_early, now).await?;
+    Ok(match recorded {
+        None => None,
+        Some(Inbound::Duplicate(first)) => Some(duplicate(first)),
+        Some(Inbound::Recorded { outcome, .. }) => {
+            Some(serde_json::to_value(outcome).map_err(ApiError::internal)?)
+        }
+    })
+}
+
 /// A stored first answer, marked as a repeat.
 fn duplicate(mut first: serde_json::Value) -> serde_json::Value {
     if let Some(map) = first.as_object_mut() {
@@ -628,14 +594,7 @@ async fn channel_spec(state: &AppState, name: &str) -> Result<ChannelSpec, ApiEr
             format!("no channel named `{name}` is in force"),
         )
     })?;
-    let loaded = rebuild(&[StoredObject::from(&stored)]);
-    loaded
-        .objects
-        .into_iter()
-        .find_map(|o| match o {
-            Object::Channel(doc) => Some(doc.spec),
-            _ => None,
-        })
+    super::channel_spec(&stored)
         .ok_or_else(|| ApiError::internal(format!("the stored channel {name} cannot be read")))
 }
 
@@ -721,6 +680,16 @@ fn required_secret(
             format!("channel `{channel}` has no `{setting}`: {need}"),
         )
     })?;
+    resolve_secret(state, channel, what, secret)
+}
+
+/// The resolved value of a channel's credential, or 503 naming it (`what`).
+fn resolve_secret(
+    state: &AppState,
+    channel: &str,
+    what: &str,
+    secret: &crate::spec::values::Secret,
+) -> Result<crate::secrets::SecretString, ApiError> {
     SecretResolver::new(&state.dir)
         .resolve(secret)
         .map_err(|e| {
@@ -728,4 +697,16 @@ fn required_secret(
                 "the {what} of channel `{channel}` cannot be resolved: {e}"
             ))
         })
+}
+
+/// The channel as inbound callbacks see it (every channel that reaches here has a medium).
+fn inbound_channel(channel: &str, spec: &ChannelSpec) -> Result<InboundChannel, ApiError> {
+    InboundChannel::from_spec(channel, spec)
+        .ok_or_else(|| ApiError::internal(format!("channel {channel} has no medium")))
+}
+
+/// The body as JSON, or 400.
+fn json_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
 }

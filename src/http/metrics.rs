@@ -36,26 +36,22 @@ pub fn routes() -> OpenApiRouter<AppState> {
 async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = crate::metrics::render();
     let revision = *state.revision.borrow();
-    match state.store.metric_gauges().await {
+    let store_read = match state.store.metric_gauges().await {
         Ok(gauges) => {
             write_store_gauges(&mut text, &gauges);
-            write_gauge(
-                &mut text,
-                STORE_READ_SUCCESS,
-                STORE_READ_HELP,
-                [(vec![], 1)],
-            );
+            1
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot read the store's gauges for /metrics");
-            write_gauge(
-                &mut text,
-                STORE_READ_SUCCESS,
-                STORE_READ_HELP,
-                [(vec![], 0)],
-            );
+            0
         }
-    }
+    };
+    write_gauge(
+        &mut text,
+        "herald_store_read_success",
+        "1 if this scrape could read the store's gauges (deliveries, runs, outbox), 0 if not.",
+        [(vec![], store_read)],
+    );
     write_gauge(
         &mut text,
         "herald_revision_in_force",
@@ -70,10 +66,6 @@ async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
 }
-
-const STORE_READ_SUCCESS: &str = "herald_store_read_success";
-const STORE_READ_HELP: &str =
-    "1 if this scrape could read the store's gauges (deliveries, runs, outbox), 0 if not.";
 
 /// Appends the store's gauges: every family with its HELP and TYPE lines.
 fn write_store_gauges(out: &mut String, gauges: &StoreGauges) {

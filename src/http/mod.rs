@@ -44,7 +44,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::{Clock, Engine};
+use crate::reconcile::rebuild_specs;
+use crate::spec::Object;
+use crate::spec::channel::ChannelSpec;
 use crate::store::Store;
+use crate::store::revisions::StoredSpec;
 pub use auth::{Caller, Role, Tokens};
 pub use error::ApiError;
 
@@ -83,6 +87,82 @@ impl AppState {
 
     pub fn now(&self) -> jiff::Timestamp {
         self.clock.now()
+    }
+}
+
+/// A download: `body` as the file `filename`, never cached.
+fn attachment(
+    content_type: &'static str,
+    filename: &str,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Unix milliseconds as RFC 3339 (UTC); the number itself when it is no instant.
+fn rfc3339_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
+}
+
+/// The spec of a stored Channel; `None` if it does not read as one.
+fn channel_spec(stored: &StoredSpec) -> Option<ChannelSpec> {
+    rebuild_specs(std::slice::from_ref(stored))
+        .objects
+        .into_iter()
+        .find_map(|o| match o {
+            Object::Channel(doc) => Some(doc.spec),
+            _ => None,
+        })
+}
+
+/// A whole-number query parameter: `default` when absent or empty, else a number in
+/// `range`, or 422 naming `field`.
+fn number_param(
+    field: &str,
+    text: Option<&str>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ApiError> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(default);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!(
+                    "`{text}` is not a number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
+
+/// A `true` / `false` query parameter: `None` when absent or empty, or 422 naming `field`.
+fn bool_param(field: &str, text: Option<&str>) -> Result<Option<bool>, ApiError> {
+    match text {
+        None | Some("") => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(text) => Err(ApiError::invalid(
+            field,
+            format!("`{text}` is not true or false"),
+        )),
     }
 }
 

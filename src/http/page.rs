@@ -55,8 +55,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     ))]
 async fn status_page(_: Viewer, State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = state.now();
-    let status = status::status_view(&state).await?;
     let campaigns = status::campaigns_view(&state).await?;
+    let status = status::status_view_counted(&state, campaigns.len() as u64).await?;
     let runs = runs_to_show(&state).await?;
     let failures = state.store.recent_failures(RECENT_FAILURES).await?;
     let page = PageView::new(
@@ -80,27 +80,28 @@ async fn status_page(_: Viewer, State(state): State<AppState>) -> Result<Respons
 }
 
 /// Active runs (running, paused, scheduled), newest first, then the latest others.
+/// Each run is read once, also when it is both active and among the latest.
 async fn runs_to_show(state: &AppState) -> Result<Vec<RunView>, ApiError> {
-    let mut runs = Vec::new();
+    let mut ids = Vec::new();
     for active in [RunState::Running, RunState::Paused, RunState::Scheduled] {
         let filter = RunFilter {
             status: Some(active),
             limit: ACTIVE_RUNS,
             ..RunFilter::default()
         };
-        runs.extend(status::runs_view(state, filter).await?);
+        ids.extend(status::run_ids(state, filter).await?);
     }
-    runs.sort_by_key(|r| std::cmp::Reverse(r.id));
+    ids.sort_by_key(|id| std::cmp::Reverse(*id));
     let recent = RunFilter {
         limit: RECENT_RUNS,
         ..RunFilter::default()
     };
-    for run in status::runs_view(state, recent).await? {
-        if !runs.iter().any(|r| r.id == run.id) {
-            runs.push(run);
+    for id in status::run_ids(state, recent).await? {
+        if !ids.contains(&id) {
+            ids.push(id);
         }
     }
-    Ok(runs)
+    status::runs_of(state, ids).await
 }
 
 fn environment() -> &'static Environment<'static> {
@@ -287,7 +288,7 @@ impl PageView {
             took_ms: last.took.as_millis(),
         });
         PageView {
-            generated_at: shown_time(&now.to_string()),
+            generated_at: now.strftime(SHOWN_TIME).to_string(),
             refresh_seconds: REFRESH_SECONDS,
             revision,
             rejection,
@@ -371,7 +372,7 @@ fn failure_line(now: jiff::Timestamp, f: FailedDelivery) -> FailureLine {
         (reason, _) => reason.clone(),
     };
     FailureLine {
-        at: shown_time(&f.at.to_string()),
+        at: f.at.strftime(SHOWN_TIME).to_string(),
         ago: relative(now, f.at),
         campaign: f.campaign,
         run: f.run,
@@ -399,12 +400,21 @@ fn mask_address(address: &str) -> String {
     format!("{head}{}{tail}", "•".repeat(chars.len() - 6))
 }
 
-/// An RFC 3339 instant as people read it: `2026-11-27 09:00:00 UTC`.
-fn shown_time(rfc3339: &str) -> String {
+/// An RFC 3339 instant in the strftime `format`; the text as it is when it is no instant.
+/// (`herald runs` shows the API's times with it too.)
+pub(crate) fn reformat_time(rfc3339: &str, format: &str) -> String {
     rfc3339
         .parse::<jiff::Timestamp>()
-        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .map(|t| t.strftime(format).to_string())
         .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+/// How the page shows an instant: `2026-11-27 09:00:00 UTC`.
+const SHOWN_TIME: &str = "%Y-%m-%d %H:%M:%S UTC";
+
+/// An RFC 3339 instant as people read it.
+fn shown_time(rfc3339: &str) -> String {
+    reformat_time(rfc3339, SHOWN_TIME)
 }
 
 fn ago_text(now: jiff::Timestamp, rfc3339: &str) -> String {

@@ -23,8 +23,7 @@ use std::io::Write;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -34,8 +33,7 @@ use utoipa_axum::routes;
 
 use super::auth::Viewer;
 use super::error::ErrorBody;
-use super::{ApiError, AppState};
-use crate::reconcile::{StoredObject, rebuild};
+use super::{ApiError, AppState, attachment, number_param, rfc3339_ms};
 use crate::spec::Object;
 use crate::spec::channel::Medium;
 use crate::store::Store;
@@ -157,8 +155,7 @@ impl RunChannels {
             .await?
             .ok_or_else(|| ApiError::not_found(format_args!("run {run}")))?;
         let specs = state.store.specs_at_revision(row.revision).await?;
-        let stored: Vec<StoredObject> = specs.iter().map(StoredObject::from).collect();
-        let media = rebuild(&stored)
+        let media = crate::reconcile::rebuild_specs(&specs)
             .objects
             .iter()
             .filter_map(|o| match o {
@@ -174,13 +171,8 @@ impl RunChannels {
     }
 
     /// The store's filter, or 422 naming the parameter that is wrong.
-    fn filter(
-        &self,
-        status: Option<&str>,
-        channel: Option<&str>,
-        medium: Option<&str>,
-    ) -> Result<DeliveryFilter, ApiError> {
-        let status = match status.filter(|s| !s.is_empty()) {
+    fn filter(&self, query: &ReportQuery) -> Result<DeliveryFilter, ApiError> {
+        let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
                 let all: Vec<&str> = DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect();
@@ -190,7 +182,7 @@ impl RunChannels {
                 )
             })?),
         };
-        let medium = match medium.filter(|m| !m.is_empty()) {
+        let medium = match query.medium.as_deref().filter(|m| !m.is_empty()) {
             None => None,
             Some(text) => Some(Medium::parse(text).ok_or_else(|| {
                 ApiError::invalid(
@@ -199,7 +191,7 @@ impl RunChannels {
                 )
             })?),
         };
-        let channels = match (channel.filter(|c| !c.is_empty()), medium) {
+        let channels = match (query.channel.as_deref().filter(|c| !c.is_empty()), medium) {
             (None, None) => None,
             (Some(name), _) => {
                 let Some(found) = self.media.get(name) else {
@@ -239,6 +231,18 @@ impl RunChannels {
         Ok(DeliveryFilter { status, channels })
     }
 
+    /// The channels of `run` and the store's filter for `query`: 404 if there is no such
+    /// run, 422 naming the parameter that is wrong.
+    async fn with_filter(
+        state: &AppState,
+        run: i64,
+        query: &ReportQuery,
+    ) -> Result<(RunChannels, DeliveryFilter), ApiError> {
+        let channels = RunChannels::of(state, run).await?;
+        let filter = channels.filter(query)?;
+        Ok((channels, filter))
+    }
+
     fn view(&self, d: DeliveryRow) -> DeliveryView {
         DeliveryView {
             medium: self
@@ -252,18 +256,14 @@ impl RunChannels {
             reason: d.reason,
             attempts: d.attempts,
             provider_message_id: d.provider_message_id,
-            next_attempt_at: d.next_attempt_at.map(rfc3339),
-            created_at: rfc3339(d.created_at),
-            updated_at: rfc3339(d.updated_at),
-            sent_at: d.sent_at.map(rfc3339),
-            delivered_at: d.delivered_at.map(rfc3339),
-            read_at: d.read_at.map(rfc3339),
+            next_attempt_at: d.next_attempt_at.map(rfc3339_ms),
+            created_at: rfc3339_ms(d.created_at),
+            updated_at: rfc3339_ms(d.updated_at),
+            sent_at: d.sent_at.map(rfc3339_ms),
+            delivered_at: d.delivered_at.map(rfc3339_ms),
+            read_at: d.read_at.map(rfc3339_ms),
         }
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
 /// The opaque cursor after delivery `id` of `run`. Opaque so that clients do not build
@@ -303,22 +303,6 @@ fn decode_cursor(run: i64, cursor: &str) -> Result<i64, ApiError> {
     Ok(id)
 }
 
-fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
-    match limit.filter(|l| !l.is_empty()) {
-        None => Ok(DEFAULT_LIMIT),
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "limit",
-                    format!("`{text}` is not a number from 1 to {MAX_LIMIT}"),
-                )
-            }),
-    }
-}
-
 /// A run's deliveries, filtered, a page at a time.
 #[utoipa::path(get, path = "/v1/runs/{id}/deliveries", tag = "reports",
     security(("bearer" = ["viewer"])),
@@ -335,13 +319,18 @@ async fn list_deliveries(
     Path(run): Path<i64>,
     Query(query): Query<DeliveriesQuery>,
 ) -> Result<Json<DeliveriesPage>, ApiError> {
-    let channels = RunChannels::of(&state, run).await?;
-    let filter = channels.filter(
-        query.status.as_deref(),
-        query.channel.as_deref(),
-        query.medium.as_deref(),
+    let filters = ReportQuery {
+        status: query.status,
+        channel: query.channel,
+        medium: query.medium,
+    };
+    let (channels, filter) = RunChannels::with_filter(&state, run, &filters).await?;
+    let limit = number_param(
+        "limit",
+        query.limit.as_deref(),
+        DEFAULT_LIMIT,
+        1..=MAX_LIMIT,
     )?;
-    let limit = parse_limit(query.limit.as_deref())?;
     let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => 0,
         Some(cursor) => decode_cursor(run, cursor)?,
@@ -403,22 +392,6 @@ impl Pages {
     }
 }
 
-/// The head of a report download.
-fn attachment(content_type: &'static str, filename: String, body: Body) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-        body,
-    )
-        .into_response()
-}
-
 /// What a body stream yields when the report cannot be finished (the cause is logged).
 fn aborted() -> std::io::Error {
     std::io::Error::other("the report could not be finished; see the server log")
@@ -440,12 +413,7 @@ async fn report_csv(
     Path(run): Path<i64>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let channels = RunChannels::of(&state, run).await?;
-    let filter = channels.filter(
-        query.status.as_deref(),
-        query.channel.as_deref(),
-        query.medium.as_deref(),
-    )?;
+    let (channels, filter) = RunChannels::with_filter(&state, run, &query).await?;
     let pages = Pages::new(state.store.clone(), run, filter);
     enum Step {
         Header(Pages, RunChannels),
@@ -471,7 +439,7 @@ async fn report_csv(
         });
     Ok(attachment(
         "text/csv; charset=utf-8",
-        format!("run-{run}.csv"),
+        &format!("run-{run}.csv"),
         Body::from_stream(stream),
     ))
 }
@@ -489,7 +457,7 @@ fn csv_chunk(
     for d in rows {
         let medium = channels.medium_of(d.channel.as_deref());
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
-        let time = |v: Option<i64>| v.map(rfc3339).unwrap_or_default();
+        let time = |v: Option<i64>| v.map(rfc3339_ms).unwrap_or_default();
         csv.write_record([
             d.id.to_string(),
             d.contact_id.clone(),
@@ -500,11 +468,11 @@ fn csv_chunk(
             d.attempts.to_string(),
             text(&d.provider_message_id),
             text(&d.reason),
-            rfc3339(d.created_at),
+            rfc3339_ms(d.created_at),
             time(d.sent_at),
             time(d.delivered_at),
             time(d.read_at),
-            rfc3339(d.updated_at),
+            rfc3339_ms(d.updated_at),
         ])?;
     }
     csv.into_inner()
@@ -527,12 +495,7 @@ async fn report_xlsx(
     Path(run): Path<i64>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let channels = RunChannels::of(&state, run).await?;
-    let filter = channels.filter(
-        query.status.as_deref(),
-        query.channel.as_deref(),
-        query.medium.as_deref(),
-    )?;
+    let (channels, filter) = RunChannels::with_filter(&state, run, &query).await?;
     let mut pages = Pages::new(state.store.clone(), run, filter);
     let tempdir = state
         .store
@@ -573,7 +536,7 @@ async fn report_xlsx(
     });
     Ok(attachment(
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        format!("run-{run}.xlsx"),
+        &format!("run-{run}.xlsx"),
         Body::from_stream(stream),
     ))
 }

@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use super::auth::Viewer;
 use super::error::ErrorBody;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, bool_param, number_param};
 use crate::engine::{DeliveryStatus, RunState, RunStatus};
 use crate::schedule::{self, Decision};
 use crate::store::status::{CampaignInForce, CampaignRunFigures, LastRun, RunSelection};
@@ -280,30 +280,13 @@ impl RunQuery {
                 )
             })?),
         };
-        let test = match self.test.as_deref() {
-            None | Some("") => None,
-            Some("true") => Some(true),
-            Some("false") => Some(false),
-            Some(text) => {
-                return Err(ApiError::invalid(
-                    "test",
-                    format!("`{text}` is not true or false"),
-                ));
-            }
-        };
-        let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_RUN_LIMIT,
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=MAX_RUN_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "limit",
-                        format!("`{text}` is not a number from 1 to {MAX_RUN_LIMIT}"),
-                    )
-                })?,
-        };
+        let test = bool_param("test", self.test.as_deref())?;
+        let limit = number_param(
+            "limit",
+            self.limit.as_deref(),
+            DEFAULT_RUN_LIMIT,
+            1..=MAX_RUN_LIMIT,
+        )?;
         Ok(RunFilter {
             campaign: self.campaign.clone().filter(|c| !c.is_empty()),
             status,
@@ -355,6 +338,13 @@ fn rfc3339(t: jiff::Timestamp) -> String {
 
 /// The revision in force, the last reload and its errors, and counts.
 pub async fn status_view(state: &AppState) -> Result<StatusView, ApiError> {
+    let campaigns = state.store.campaigns_in_force().await?.len() as u64;
+    status_view_counted(state, campaigns).await
+}
+
+/// [`status_view`], for a caller that has the campaigns in force (`campaigns` of them)
+/// already.
+pub async fn status_view_counted(state: &AppState, campaigns: u64) -> Result<StatusView, ApiError> {
     let store = &state.store;
     let revision_in_force = store.revision_summary().await?.map(|r| RevisionView {
         id: r.id,
@@ -371,10 +361,10 @@ pub async fn status_view(state: &AppState) -> Result<StatusView, ApiError> {
         outcome: r.outcome.as_str().to_string(),
         at: rfc3339(r.at),
     });
-    let campaigns = store.campaigns_in_force().await?.len() as u64;
     let active_runs = store.active_run_count().await?;
     let outbox = store.outbox_stats().await?;
-    let ms = |ms: i64| rfc3339(crate::store::runs::ts(ms));
+    // The outbox's instants as its events' payloads write them.
+    let ms = crate::store::webhooks::rfc3339;
     Ok(StatusView {
         revision_in_force,
         last_reload,
@@ -518,13 +508,23 @@ async fn next_fires(state: &AppState) -> Result<BTreeMap<String, jiff::Timestamp
 
 /// The runs `filter` picks, newest first.
 pub async fn runs_view(state: &AppState, filter: RunFilter) -> Result<Vec<RunView>, ApiError> {
+    let ids = run_ids(state, filter).await?;
+    runs_of(state, ids).await
+}
+
+/// The ids of the runs `filter` picks, newest first.
+pub async fn run_ids(state: &AppState, filter: RunFilter) -> Result<Vec<i64>, ApiError> {
     let selection = RunSelection {
         campaign: filter.campaign,
         status: filter.status,
         test: filter.test,
         limit: filter.limit.clamp(1, MAX_RUN_LIMIT),
     };
-    let ids = state.store.run_ids(&selection).await?;
+    Ok(state.store.run_ids(&selection).await?)
+}
+
+/// The runs `ids` names, in that order.
+pub async fn runs_of(state: &AppState, ids: Vec<i64>) -> Result<Vec<RunView>, ApiError> {
     let now = state.now();
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {

@@ -24,9 +24,7 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::channels::email_smtp::{self, UnsubscribeToken};
-use crate::reconcile::{StoredObject, rebuild};
 use crate::secrets::SecretResolver;
-use crate::spec::Object;
 use crate::spec::channel::{ChannelType, Medium};
 use crate::store::unsubscribe::Unsubscribed;
 
@@ -130,14 +128,7 @@ async fn verified(state: &AppState, token: &str) -> Result<UnsubscribeToken, Api
         .channel_in_force(&parsed.channel)
         .await?
         .ok_or_else(not_found)?;
-    let spec = rebuild(&[StoredObject::from(&stored)])
-        .objects
-        .into_iter()
-        .find_map(|o| match o {
-            Object::Channel(doc) => Some(doc.spec),
-            _ => None,
-        })
-        .ok_or_else(not_found)?;
+    let spec = super::channel_spec(&stored).ok_or_else(not_found)?;
     let settings = match (spec.channel_type.value, &spec.email_smtp) {
         (ChannelType::EmailSmtp, Some(settings)) => &settings.value,
         _ => return Err(not_found()),

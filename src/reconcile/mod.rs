@@ -228,6 +228,12 @@ async fn count_audiences(
     Ok(audiences)
 }
 
+/// The specs of a revision as a [`Loaded`] (see [`rebuild`]).
+pub fn rebuild_specs(specs: &[crate::store::revisions::StoredSpec]) -> Loaded {
+    let stored: Vec<StoredObject> = specs.iter().map(StoredObject::from).collect();
+    rebuild(&stored)
+}
+
 /// The stored objects as a [`Loaded`], each parsed from its body as a document of its own
 /// (JSON is YAML) in a source named `store:Kind/name`.
 pub fn rebuild(stored: &[StoredObject]) -> Loaded {
