@@ -227,27 +227,6 @@ pub fn pin(
     })
 }
 
-/// Gives the channel the daemon's public URL where its own settings name none. The
-/// channel's own `public_url` wins: one channel may sit behind a different proxy.
-fn default_public_url(spec: &mut ChannelSpec, url: &str) {
-    // Errors about the URL point at the channel's `type:` line: it came from no file.
-    let at = spec.channel_type.at.clone();
-    let fill = |slot: &mut Option<crate::spec::Located<String>>| {
-        if slot.is_none() {
-            *slot = Some(crate::spec::Located::new(url.to_string(), at.clone()));
-        }
-    };
-    for twilio in [spec.sms_twilio.as_mut(), spec.whatsapp_twilio.as_mut()]
-        .into_iter()
-        .flatten()
-    {
-        fill(&mut twilio.value.public_url);
-    }
-    if let Some(smtp) = spec.email_smtp.as_mut() {
-        fill(&mut smtp.value.public_url);
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn channel_handle(
     name: &str,
@@ -262,27 +241,7 @@ fn channel_handle(
     if let Some(handle) = shared.channels.get(&key) {
         return Ok(handle.clone());
     }
-    // Relative outbox and CA paths are relative to the campaign directory, like `${file:}`.
-    let mut spec = spec.clone();
-    if let Some(outbox) = spec.outbox.as_mut() {
-        let path = Path::new(&outbox.value.path.value);
-        if path.is_relative() {
-            outbox.value.path.value = campaign_dir.join(path).display().to_string();
-        }
-    }
-    if let Some(ca) = spec
-        .email_smtp
-        .as_mut()
-        .and_then(|s| s.value.ca_file.as_mut())
-    {
-        let path = Path::new(&ca.value);
-        if path.is_relative() {
-            ca.value = campaign_dir.join(path).display().to_string();
-        }
-    }
-    if let Some(url) = &shared.public_url {
-        default_public_url(&mut spec, url);
-    }
+    let spec = spec.resolved(campaign_dir, shared.public_url.as_deref());
     let channel = channels::build(name, &spec, secrets).map_err(|e| e.to_string())?;
     let limiter = rate_of(spec.rate.as_ref()).map(|limit| {
         let (set_by, g) = shared

@@ -267,6 +267,51 @@ pub struct OutboxSettings {
 }
 
 impl ChannelSpec {
+    /// The spec as a channel is built from it where it runs: relative outbox and CA paths
+    /// made relative to the campaign directory (like `${file:}` secrets), and the daemon's
+    /// `public_url` given to the settings that call back or link to herald (Twilio's
+    /// StatusCallback, e-mail unsubscribe links) where the channel names none of its own
+    /// (its own wins: one channel may sit behind a different proxy).
+    pub fn resolved(
+        &self,
+        campaign_dir: &std::path::Path,
+        public_url: Option<&str>,
+    ) -> ChannelSpec {
+        let mut spec = self.clone();
+        let relative_to_dir = |path: &mut String| {
+            if std::path::Path::new(path.as_str()).is_relative() {
+                *path = campaign_dir.join(&*path).display().to_string();
+            }
+        };
+        if let Some(outbox) = spec.outbox.as_mut() {
+            relative_to_dir(&mut outbox.value.path.value);
+        }
+        if let Some(ca) = spec
+            .email_smtp
+            .as_mut()
+            .and_then(|s| s.value.ca_file.as_mut())
+        {
+            relative_to_dir(&mut ca.value);
+        }
+        if let Some(url) = public_url {
+            // Errors about the URL point at the channel's `type:` line: it came from no file.
+            let at = spec.channel_type.at.clone();
+            let slots = [
+                spec.sms_twilio.as_mut().map(|t| &mut t.value.public_url),
+                spec.whatsapp_twilio
+                    .as_mut()
+                    .map(|t| &mut t.value.public_url),
+                spec.email_smtp.as_mut().map(|s| &mut s.value.public_url),
+            ];
+            for slot in slots.into_iter().flatten() {
+                if slot.is_none() {
+                    *slot = Some(Located::new(url.to_string(), at.clone()));
+                }
+            }
+        }
+        spec
+    }
+
     /// The medium this channel delivers: implied by provider types, named by the others.
     pub fn medium(&self) -> Option<Medium> {
         self.channel_type
